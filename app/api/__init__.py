@@ -1,0 +1,1 @@
+"""The HTTP layer: blueprints, authentication, problem+json errors. Calls into the core only."""

@@ -1,0 +1,1 @@
+"""Platform endpoints under /v1/admin, guarded by the admin token."""

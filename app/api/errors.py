@@ -1,0 +1,167 @@
+"""Every error is ``application/problem+json`` (RFC 9457): one table, one handler per family.
+
+The table maps exception classes to a status, a stable ``type`` URI and a title;
+lookups walk the class's MRO, so a subclass is covered by its base's entry. Routing
+404/405, webargs' 422, oversized bodies and unexpected exceptions come out in the same
+shape. Internal details (tracebacks, SQL) are logged, never sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response, json
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from werkzeug.exceptions import HTTPException
+
+from app.pagination import InvalidCursor
+from app.services.errors import Conflict, NotFound
+from app.tenancy.errors import (
+    InvalidApiKey,
+    InvalidSlug,
+    ProvisioningFailed,
+    TenantAlreadyExists,
+    TenantContextError,
+    TenantNotFound,
+    TenantSuspended,
+    UnknownPlan,
+)
+
+log = logging.getLogger(__name__)
+
+PROBLEM_BASE = "https://tenantry.dev/problems/"
+PROBLEM_MIMETYPE = "application/problem+json"
+
+
+@dataclass(frozen=True)
+class ProblemType:
+    status: int
+    slug: str
+    title: str
+    #: Send the exception's message as ``detail``; False for errors whose text is internal.
+    public_detail: bool = True
+
+    @property
+    def uri(self) -> str:
+        return PROBLEM_BASE + self.slug
+
+
+VALIDATION = ProblemType(422, "validation-error", "Request validation failed")
+INTERNAL = ProblemType(500, "internal-error", "Internal server error", public_detail=False)
+
+ERRORS: dict[type[BaseException], ProblemType] = {
+    InvalidSlug: VALIDATION,
+    UnknownPlan: VALIDATION,
+    InvalidCursor: VALIDATION,
+    TenantAlreadyExists: ProblemType(409, "tenant-exists", "Tenant already exists"),
+    TenantNotFound: ProblemType(404, "not-found", "Not found"),
+    NotFound: ProblemType(404, "not-found", "Not found"),
+    Conflict: ProblemType(409, "conflict", "Conflict"),
+    InvalidApiKey: ProblemType(401, "unauthorized", "Unauthorized"),
+    TenantSuspended: ProblemType(403, "tenant-suspended", "Tenant suspended"),
+    ProvisioningFailed: ProblemType(
+        500, "provisioning-failed", "Provisioning failed; nothing was created", public_detail=False
+    ),
+    TenantContextError: INTERNAL,
+    OperationalError: ProblemType(503, "database-unavailable", "Database unavailable", False),
+    PoolTimeout: ProblemType(503, "database-unavailable", "Database unavailable", False),
+}
+
+#: Problem types of plain HTTP errors, by status.
+HTTP_TYPES: dict[int, str] = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    409: "conflict",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    422: "validation-error",
+    429: "too-many-requests",
+    503: "service-unavailable",
+}
+
+
+def problem(
+    status: int,
+    type_slug: str,
+    title: str,
+    detail: str | None = None,
+    *,
+    errors: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {"type": PROBLEM_BASE + type_slug, "title": title, "status": status}
+    body["detail"] = detail or title
+    if errors:
+        body["errors"] = errors
+    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_MIMETYPE)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="tenantry"'
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def lookup(exc: BaseException) -> ProblemType | None:
+    for cls in type(exc).__mro__:
+        if cls in ERRORS:
+            return ERRORS[cls]
+    return None
+
+
+def _flatten_webargs(messages: Any) -> dict[str, Any]:
+    """webargs nests messages by location (``{"json": {"name": [...]}}``); clients want fields."""
+    if not isinstance(messages, dict):
+        return {"_schema": messages if isinstance(messages, list) else [str(messages)]}
+    flat: dict[str, Any] = {}
+    for location, fields in messages.items():
+        if isinstance(fields, dict):
+            flat.update(fields)
+        else:
+            flat["_" + str(location)] = fields
+    return flat
+
+
+def handle_http_exception(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    data = getattr(exc, "data", None) or {}
+    errors = _flatten_webargs(data["messages"]) if "messages" in data else None
+    if status == 400 and errors and list(errors) == ["_json"]:
+        detail = "The request body is not valid JSON."
+        errors = None
+    elif status == 422:
+        detail = "One or more fields are invalid; see errors."
+    else:
+        detail = exc.description
+    headers = {k: v for k, v in exc.get_headers() if k.lower() not in {"content-type", "content-length"}}
+    return problem(
+        status,
+        HTTP_TYPES.get(status, "bad-request" if status < 500 else "internal-error"),
+        VALIDATION.title if status == 422 else exc.name,
+        detail,
+        errors=errors,
+        headers=headers,
+    )
+
+
+def handle_exception(exc: Exception) -> Response:
+    kind = lookup(exc) or INTERNAL
+    if kind.status >= 500:
+        log.error("%s: %s", kind.slug, exc, exc_info=exc)
+    if not kind.public_detail:
+        return problem(kind.status, kind.slug, kind.title)
+    return problem(
+        kind.status, kind.slug, kind.title, str(exc), errors=getattr(exc, "field_errors", None)
+    )
+
+
+def register(app: Flask) -> None:
+    """Install the handlers; call after flask-smorest's ``Api.init_app`` so ours win."""
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_exception)

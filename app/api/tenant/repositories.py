@@ -1,0 +1,59 @@
+"""/v1/repositories: the bound tenant's repositories."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from app.api.auth import require_tenant_key
+from app.extensions import db
+from app.schemas.repositories import (
+    RepositoryPageSchema,
+    RepositoryQuerySchema,
+    RepositorySchema,
+    RepositoryUpdateSchema,
+)
+from app.services import repositories as service
+
+blp = Blueprint(
+    "repositories", __name__, url_prefix="/v1/repositories",
+    description="Repositories of the tenant the API key belongs to.",
+)
+blp.before_request(require_tenant_key)
+
+
+@blp.route("")
+class Repositories(MethodView):
+    @blp.arguments(RepositoryQuerySchema, location="query")
+    @blp.response(200, RepositoryPageSchema)
+    def get(self, query: dict[str, Any]):
+        """List repositories in id order (keyset pagination), optionally by ``enabled``."""
+        return service.list_repositories(db.session(), **query)
+
+    @blp.arguments(RepositorySchema)
+    @blp.response(201, RepositorySchema)
+    @blp.alt_response(409, description="github_repo_id exists already in this tenant.")
+    def post(self, body: dict[str, Any]):
+        """Connect a repository."""
+        return service.create_repository(db.session(), **body)
+
+
+@blp.route("/<int:repository_id>")
+class RepositoryById(MethodView):
+    @blp.response(200, RepositorySchema)
+    def get(self, repository_id: int):
+        """One repository; another tenant's id is 404."""
+        return service.get_repository(db.session(), repository_id)
+
+    @blp.arguments(RepositoryUpdateSchema)
+    @blp.response(200, RepositorySchema)
+    def patch(self, body: dict[str, Any], repository_id: int):
+        """Change owner, name and/or enabled."""
+        return service.update_repository(db.session(), repository_id, body)
+
+    @blp.response(204)
+    def delete(self, repository_id: int):
+        """Disconnect a repository."""
+        service.delete_repository(db.session(), repository_id)

@@ -1,0 +1,178 @@
+"""``flask db …`` (public schema) and ``flask tenants …`` (tenants and their schemas).
+
+Commands parse, call the core, and render: human text on a terminal, JSON with
+``--json``. Exit codes: 0 success, 1 a known domain error (one line on stderr),
+2 bad usage. Anything unexpected keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+from alembic import command
+from flask import current_app
+from flask.cli import AppGroup
+
+from . import public_migrations
+from .extensions import db
+from .models.public import Tenant
+from .tenancy import directory, migrations
+from .tenancy.errors import TenancyError
+from .tenancy.naming import quote_ident
+from .tenancy.provisioning import provision_tenant
+
+db_cli = AppGroup("db", help="Migrate the public schema (plans, tenants, API keys).")
+tenants_cli = AppGroup("tenants", help="Create and inspect tenants and their schemas.")
+
+
+def domain_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a TenancyError into one line on stderr and exit status 1."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TenancyError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def tenant_dict(tenant: Tenant) -> dict[str, Any]:
+    return {
+        "slug": tenant.slug,
+        "name": tenant.name,
+        "schema_name": tenant.schema_name,
+        "plan": tenant.plan.name,
+        "status": tenant.status,
+        "schema_revision": tenant.schema_revision,
+        "created_at": tenant.created_at.isoformat(),
+    }
+
+
+# --- flask db ---------------------------------------------------------------
+
+
+@db_cli.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Upgrade the public schema to REVISION (default: head), in one transaction."""
+    public_migrations.upgrade(db.engine, revision)
+    click.echo(f"public schema at {revision}")
+
+
+@db_cli.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Downgrade the public schema to REVISION (e.g. -1 or base)."""
+    public_migrations.downgrade(db.engine, revision)
+    click.echo(f"public schema at {revision}")
+
+
+@db_cli.command("current")
+def db_current() -> None:
+    """Print the public schema's revision and the head."""
+    with db.engine.connect() as connection:
+        current = public_migrations.current_revision(connection)
+    click.echo(f"current: {current or '(none)'}  head: {public_migrations.head_revision()}")
+
+
+@db_cli.command("revision")
+@click.option("-m", "--message", required=True)
+@click.option("--autogenerate", is_flag=True, help="Compare the public models with the database.")
+def db_revision(message: str, autogenerate: bool) -> None:
+    """Create a public-schema migration."""
+    with db.engine.connect() as connection:
+        command.revision(
+            public_migrations.public_config(connection), message=message, autogenerate=autogenerate
+        )
+
+
+@db_cli.command("check")
+def db_check() -> None:
+    """Exit 1 if the public models and the migrated database disagree."""
+    with db.engine.connect() as connection:
+        command.check(public_migrations.public_config(connection))
+    click.echo("public models match the migrations")
+
+
+# --- flask tenants ----------------------------------------------------------
+
+
+@tenants_cli.command("create")
+@click.argument("slug")
+@click.option("--name", required=True, help="Display name.")
+@click.option("--plan", default="free", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@domain_errors
+def tenants_create(slug: str, name: str, plan: str, as_json: bool) -> None:
+    """Provision tenant SLUG: row, schema t_SLUG, migrations, first admin API key."""
+    result = provision_tenant(
+        db.session(),
+        slug=slug,
+        name=name,
+        plan=plan,
+        migrations_location=current_app.config["TENANT_MIGRATIONS_LOCATION"],
+    )
+    data = {"tenant": tenant_dict(result.tenant), "api_key": {
+        "id": result.admin_key.api_key.id,
+        "role": result.admin_key.api_key.role,
+        "token": result.admin_key.token,
+    }}
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    click.echo(f"created tenant {slug} in schema {result.tenant.schema_name} "
+               f"at revision {result.tenant.schema_revision}")
+    click.echo(f"admin API key (shown once): {result.admin_key.token}")
+
+
+@tenants_cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def tenants_list(as_json: bool) -> None:
+    """List every tenant, in slug order."""
+    rows: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = directory.list_tenants(db.session(), limit=500, cursor=cursor)
+        rows.extend(tenant_dict(t) for t in page.items)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo("no tenants")
+    for row in rows:
+        click.echo(f"{row['slug']:<24} {row['status']:<10} {row['plan']:<12} "
+                   f"{row['schema_revision'] or '-':<12} {row['name']}")
+
+
+@tenants_cli.command("revision")
+@click.option("-m", "--message", required=True)
+@click.option("--autogenerate", is_flag=True,
+              help="Diff the tenant models against a scratch schema migrated to head.")
+def tenants_revision(message: str, autogenerate: bool) -> None:
+    """Create a tenant-schema migration (autogenerate compares a scratch schema, never public)."""
+    location = current_app.config["TENANT_MIGRATIONS_LOCATION"]
+    cfg = migrations.tenant_config(location)
+    if not autogenerate:
+        command.revision(cfg, message=message)
+        return
+    scratch = f"t_autogen_{uuid.uuid4().hex[:12]}"
+    with db.engine.connect() as connection:
+        # Everything happens in one transaction that is rolled back: the scratch schema
+        # never becomes visible to anyone and never outlives this command.
+        connection.exec_driver_sql(f"CREATE SCHEMA {quote_ident(scratch)}")
+        migrations.upgrade_schema(connection, scratch, "head", location=location)
+        cfg.attributes.update(connection=connection, schema_name=scratch)
+        command.revision(cfg, message=message, autogenerate=True)
+        connection.rollback()

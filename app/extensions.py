@@ -1,0 +1,11 @@
+"""Extension objects, created unbound and initialised in :func:`app.create_app`."""
+
+from flask_smorest import Api
+from flask_sqlalchemy import SQLAlchemy
+
+from app.models.public import PublicBase
+
+# The mapped classes are plain SQLAlchemy (app.models), so the core does not depend on
+# Flask-SQLAlchemy; this object only provides the engine and the request-scoped session.
+db = SQLAlchemy(metadata=PublicBase.metadata)
+rest_api = Api()

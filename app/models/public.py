@@ -1,0 +1,101 @@
+"""Shared tables in the ``public`` schema: plans, tenants, API keys.
+
+Every table here carries ``schema="public"`` explicitly. Tenant transactions run with
+a search_path that holds only the tenant's schema, so an unqualified public table
+would not resolve there, which is the point.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from .types import bigint_pk, created_at, updated_at
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+TENANT_STATUSES = ("active", "suspended")
+API_KEY_ROLES = ("viewer", "member", "admin")
+
+
+class PublicBase(DeclarativeBase):
+    metadata = MetaData(schema="public", naming_convention=NAMING_CONVENTION)
+
+
+class Plan(PublicBase):
+    """What a tenant pays for and what it may use."""
+
+    __tablename__ = "plans"
+
+    id: Mapped[bigint_pk]
+    name: Mapped[str] = mapped_column(String(40), unique=True)
+    max_repositories: Mapped[int | None] = mapped_column(Integer)  # None = unlimited
+    monthly_price_cents: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[created_at]
+
+
+class Tenant(PublicBase):
+    """A customer, and the name of the schema that holds its data.
+
+    The CHECK constraints repeat the slug rules of :mod:`app.tenancy.naming` in the
+    database, so no code path (a manual INSERT included) can register a schema name
+    that was not derived from a valid slug.
+    """
+
+    __tablename__ = "tenants"
+    __table_args__ = (
+        CheckConstraint("slug ~ '^[a-z][a-z0-9_]{1,39}$'", name="slug_format"),
+        CheckConstraint("schema_name = 't_' || slug", name="schema_name_derived"),
+        CheckConstraint("status IN ('active', 'suspended')", name="status_known"),
+    )
+
+    id: Mapped[bigint_pk]
+    slug: Mapped[str] = mapped_column(String(40), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    schema_name: Mapped[str] = mapped_column(String(63), unique=True)
+    plan_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("public.plans.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20), default="active", server_default="active")
+    #: The tenant schema's Alembic revision as last applied (``None`` before the first).
+    schema_revision: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[created_at]
+    updated_at: Mapped[updated_at]
+
+    plan: Mapped[Plan] = relationship(lazy="joined", innerjoin=True)
+
+
+class ApiKey(PublicBase):
+    """A tenant API key: a public lookup prefix and a hash of the secret, never the secret."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        CheckConstraint("role IN ('viewer', 'member', 'admin')", name="role_known"),
+    )
+
+    id: Mapped[bigint_pk]
+    tenant_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("public.tenants.id", ondelete="CASCADE"), index=True
+    )
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[created_at]
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    tenant: Mapped[Tenant] = relationship(lazy="raise")

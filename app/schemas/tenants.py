@@ -1,0 +1,39 @@
+"""Admin API: tenants and their provisioning."""
+
+from marshmallow import Schema, fields, validate
+
+from .common import PageSchema
+
+
+class TenantCreateSchema(Schema):
+    # The slug's rules live in app.tenancy.naming (one source); here only its type.
+    slug = fields.String(required=True, metadata={"example": "acme", "pattern": "^[a-z][a-z0-9_]{1,39}$"})
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    plan = fields.String(load_default="free", validate=validate.Length(min=1, max=40))
+
+
+class TenantSchema(Schema):
+    slug = fields.String()
+    name = fields.String()
+    schema_name = fields.String()
+    plan = fields.Function(lambda tenant: tenant.plan.name)
+    status = fields.String()
+    schema_revision = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class IssuedKeySchema(Schema):
+    id = fields.Integer(attribute="api_key.id")
+    prefix = fields.String(attribute="api_key.prefix")
+    role = fields.String(attribute="api_key.role")
+    token = fields.String(metadata={"description": "The secret. Shown this once; only a hash is stored."})
+
+
+class TenantCreatedSchema(Schema):
+    tenant = fields.Nested(TenantSchema)
+    api_key = fields.Nested(IssuedKeySchema, attribute="admin_key")
+
+
+class TenantPageSchema(PageSchema):
+    items = fields.List(fields.Nested(TenantSchema))

@@ -1,0 +1,1 @@
+"""Tenant-data services: plain functions over a session bound to one tenant."""

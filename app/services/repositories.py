@@ -1,0 +1,92 @@
+"""Repositories of the bound tenant: list, create, read, update, delete.
+
+Every query is unqualified and resolves through the transaction's search_path, so a
+row of another tenant is not filtered out here: it simply does not exist.
+Functions flush when they need server-generated values and never commit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from app.models.tenant import Repository
+from app.pagination import Page, decode_cursor, make_page
+
+from .errors import Conflict, NotFound
+
+UPDATABLE = frozenset({"owner", "name", "enabled"})
+
+
+def list_repositories(
+    session: Session, *, limit: int = 50, cursor: str | None = None, enabled: bool | None = None
+) -> Page[Repository]:
+    """One page in id order; ``enabled`` filters when given."""
+    stmt = select(Repository).order_by(Repository.id).limit(limit + 1)
+    after = decode_cursor(cursor, int)
+    if after is not None:
+        stmt = stmt.where(Repository.id > after)
+    if enabled is not None:
+        stmt = stmt.where(Repository.enabled.is_(enabled))
+    rows = session.scalars(stmt).all()
+    return make_page(rows, limit, lambda r: r.id)
+
+
+def create_repository(
+    session: Session, *, github_repo_id: int, owner: str, name: str, enabled: bool = True
+) -> Repository:
+    """Insert a repository; :class:`Conflict` if its github_repo_id is taken in this tenant.
+
+    One statement (``INSERT … ON CONFLICT DO NOTHING RETURNING``), so a duplicate costs
+    no savepoint and leaves the transaction usable.
+    """
+    stmt = (
+        insert(Repository)
+        .values(
+            github_repo_id=github_repo_id,
+            owner=owner,
+            name=name,
+            full_name=f"{owner}/{name}",
+            enabled=enabled,
+        )
+        .on_conflict_do_nothing(index_elements=[Repository.github_repo_id])
+        .returning(Repository)
+    )
+    created = session.scalars(stmt).one_or_none()
+    if created is None:
+        raise Conflict(
+            f"A repository with github_repo_id {github_repo_id} exists already.", "github_repo_id"
+        )
+    return created
+
+
+def get_repository(session: Session, repository_id: int) -> Repository:
+    repository = session.get(Repository, repository_id)
+    if repository is None:
+        raise NotFound("repository", repository_id)
+    return repository
+
+
+def update_repository(session: Session, repository_id: int, changes: dict[str, Any]) -> Repository:
+    """Apply a partial update of owner, name and/or enabled; full_name follows."""
+    unknown = set(changes) - UPDATABLE
+    if unknown:
+        raise ValueError(f"not updatable: {sorted(unknown)}")
+    repository = get_repository(session, repository_id)
+    for field, value in changes.items():
+        setattr(repository, field, value)
+    repository.full_name = f"{repository.owner}/{repository.name}"
+    session.flush()  # server-side updated_at for the response
+    session.refresh(repository, ["updated_at"])
+    return repository
+
+
+def delete_repository(session: Session, repository_id: int) -> None:
+    deleted = session.scalar(
+        delete(Repository).where(Repository.id == repository_id).returning(Repository.id)
+    )
+    if deleted is None:
+        raise NotFound("repository", repository_id)

@@ -1,0 +1,155 @@
+"""Switch the search_path per transaction, never per session; deny by default.
+
+Every transaction a session begins first runs::
+
+    SELECT set_config('search_path', '"t_acme"', true)
+
+``true`` makes the setting transaction-local (``SET LOCAL``): PostgreSQL reverts it at
+COMMIT or ROLLBACK, whatever happens, so a pooled connection (or a PgBouncer server
+connection in transaction mode) never carries one tenant's path into the next
+transaction. The path holds only the tenant's schema: public models are
+schema-qualified, and a missing tenant table must fail, not fall through to ``public``.
+
+With no tenant bound the path is ``pg_catalog``, where no tenant table exists, and the
+ORM guards below raise :class:`TenantContextError` before a tenant model is read or
+written. A tenant table is recognised by its schema: tenant tables have none (they
+resolve through search_path); public tables always carry ``public``.
+
+One transaction serves at most one tenant. Binding a tenant into a transaction that
+already has one raises; binding a tenant into a transaction that has none yet (the API
+key lookup ran first) switches that transaction at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
+
+from .context import TenantBinding, current_tenant
+from .errors import TenantContextError
+
+#: The search_path of a transaction with no tenant: nothing of ours resolves there.
+DENY_SEARCH_PATH = "pg_catalog"
+
+_SET_SEARCH_PATH = "SELECT set_config('search_path', %(path)s, true)"
+
+# session.info keys. APPLIED: what the open transaction's search_path was set to (a
+# binding, or None for "deny"); absent when the transaction has no connection yet.
+# SERVED: the tenant this transaction has served, once it served one.
+# LAST: the tenant whose objects the identity map may hold, across transactions.
+_APPLIED = "tenantry.applied"
+_SERVED = "tenantry.served"
+_LAST = "tenantry.last_tenant"
+
+
+def search_path_for(binding: TenantBinding | None) -> str:
+    """The exact search_path value a transaction gets for ``binding``."""
+    return DENY_SEARCH_PATH if binding is None else binding.quoted_schema
+
+
+def set_search_path(connection: Connection, binding: TenantBinding | None) -> None:
+    """Make the open transaction on ``connection`` serve ``binding`` (a bound parameter)."""
+    connection.exec_driver_sql(_SET_SEARCH_PATH, {"path": search_path_for(binding)})
+
+
+def is_tenant_table(table: Any) -> bool:
+    """Tenant tables carry no schema: they are resolved through search_path."""
+    return getattr(table, "schema", "public") is None
+
+
+def apply_binding(session: Session) -> None:
+    """Bring the session's open transaction in line with the context's tenant, now.
+
+    A no-op when the transaction has no connection yet (``after_begin`` will bind it)
+    or is already bound as the context says.
+    """
+    if _APPLIED not in session.info:
+        return
+    binding = current_tenant()
+    if session.info[_APPLIED] == binding:
+        return
+    served = session.info.get(_SERVED)
+    if binding is not None and served is not None and served != binding:
+        raise TenantContextError(
+            f"This transaction already served tenant {served.slug!r}; it cannot serve "
+            f"{binding.slug!r} too. Commit or roll back before switching tenants."
+        )
+    set_search_path(session.connection(), binding)
+    _record(session, binding)
+
+
+def _record(session: Session, binding: TenantBinding | None) -> None:
+    session.info[_APPLIED] = binding
+    if binding is not None:
+        session.info[_SERVED] = binding
+
+
+def _after_begin(session: Session, transaction: SessionTransaction, connection: Connection) -> None:
+    # SQLAlchemy's advice for this hook: use the Connection given, not the Session.
+    binding = current_tenant()
+    if binding is not None and session.info.get(_LAST, binding) != binding:
+        _expunge_tenant_objects(session)
+    set_search_path(connection, binding)
+    _record(session, binding)
+
+
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the root transaction, not a savepoint
+        served = session.info.pop(_SERVED, None)
+        session.info.pop(_APPLIED, None)
+        if served is not None:
+            session.info[_LAST] = served
+
+
+def _expunge_tenant_objects(session: Session) -> None:
+    """Forget the previous tenant's objects before serving another one.
+
+    Primary keys collide across schemas (both tenants have repository 1). Left in the
+    identity map, tenant A's object would be handed out for tenant B's ``get(…, 1)``.
+    """
+    for obj in list(session.identity_map.values()):
+        if is_tenant_table(getattr(type(obj), "__table__", None)):
+            session.expunge(obj)
+
+
+def _do_orm_execute(state: ORMExecuteState) -> None:
+    if current_tenant() is None and any(
+        is_tenant_table(mapper.local_table) for mapper in state.all_mappers
+    ):
+        raise TenantContextError(
+            "A tenant table was queried with no tenant bound. Wrap the work in "
+            "`with tenant_scope(tenant): ...`."
+        )
+    apply_binding(state.session)
+
+
+def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
+    touched = (*session.new, *session.dirty, *session.deleted)
+    if any(is_tenant_table(getattr(type(obj), "__table__", None)) for obj in touched):
+        if current_tenant() is None:
+            raise TenantContextError(
+                "Tenant rows were written with no tenant bound. Wrap the work in "
+                "`with tenant_scope(tenant): ...`."
+            )
+    apply_binding(session)
+
+
+_LISTENERS = (
+    ("after_begin", _after_begin),
+    ("after_transaction_end", _after_transaction_end),
+    ("do_orm_execute", _do_orm_execute),
+    ("before_flush", _before_flush),
+)
+
+
+def install(target: Any) -> None:
+    """Install per-transaction binding on a Session class, sessionmaker or scoped_session.
+
+    Idempotent: installing twice on the same target does not bind twice.
+    """
+    for name, listener in _LISTENERS:
+        if not event.contains(target, name, listener):
+            event.listen(target, name, listener)

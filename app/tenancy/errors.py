@@ -1,0 +1,87 @@
+"""Exceptions of the tenancy core: one base, each subclass carrying what a client needs.
+
+They know nothing of HTTP; ``app.api.errors`` maps each class to a status and a
+problem type in one table.
+"""
+
+from __future__ import annotations
+
+
+class TenancyError(Exception):
+    """Base of every error raised by :mod:`app.tenancy`."""
+
+    #: Field-level messages, ``{"field": ["message", ...]}``, for validation-type errors.
+    field_errors: dict[str, list[str]] | None = None
+
+
+class InvalidSlug(TenancyError):
+    """The slug cannot name a tenant (format, length or a reserved word)."""
+
+    def __init__(self, slug: object, reason: str) -> None:
+        super().__init__(f"invalid tenant slug {slug!r}: {reason}")
+        self.slug = slug
+        self.reason = reason
+        self.field_errors = {"slug": [reason]}
+
+
+class UnknownPlan(TenancyError):
+    """The plan named for a tenant does not exist."""
+
+    def __init__(self, plan: str) -> None:
+        super().__init__(f"unknown plan {plan!r}")
+        self.plan = plan
+        self.field_errors = {"plan": [f"Unknown plan {plan!r}."]}
+
+
+class TenantAlreadyExists(TenancyError):
+    """A tenant with this slug (or a schema with its name) exists already."""
+
+    def __init__(self, slug: str) -> None:
+        super().__init__(f"a tenant with slug {slug!r} already exists")
+        self.slug = slug
+
+
+class TenantNotFound(TenancyError):
+    """No tenant has this slug."""
+
+    def __init__(self, slug: str) -> None:
+        super().__init__(f"no tenant with slug {slug!r}")
+        self.slug = slug
+
+
+class TenantSuspended(TenancyError):
+    """The tenant exists but is suspended: its data is kept and not served."""
+
+    def __init__(self, slug: str) -> None:
+        super().__init__(f"tenant {slug!r} is suspended")
+        self.slug = slug
+
+
+class InvalidApiKey(TenancyError):
+    """The API key is malformed, unknown, revoked or does not match its hash."""
+
+    def __init__(self, reason: str = "invalid API key") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TenantContextError(TenancyError):
+    """Tenant data was touched without a tenant bound, or with two tenants in one transaction.
+
+    This is always a programming error. It is raised instead of running the query,
+    because the alternative is an empty result that hides the bug, or another
+    tenant's rows.
+    """
+
+
+class ProvisioningFailed(TenancyError):
+    """Provisioning failed after validation (a migration raised, the connection was lost).
+
+    Nothing was left behind: the row, the schema and the key were rolled back together.
+    """
+
+    def __init__(self, slug: str, cause: BaseException) -> None:
+        first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        super().__init__(f"provisioning tenant {slug!r} failed and was rolled back: {first_line}")
+        self.slug = slug
+        self.cause = cause

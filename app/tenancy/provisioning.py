@@ -1,0 +1,89 @@
+"""Create a tenant: row, schema, migrations to head and first API key, all or nothing.
+
+PostgreSQL DDL is transactional, so the whole onboarding is one transaction: a
+failed migration, a lost connection or a duplicate slug leaves no schema, no row and
+no key. Concurrent attempts on one slug are serialised by an advisory lock on the
+slug; the loser waits for the winner's commit, then sees the row and gets
+:class:`TenantAlreadyExists`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models.public import Plan, Tenant
+
+from . import locks
+from .api_keys import IssuedApiKey, issue_api_key
+from .binding import set_search_path
+from .context import current_tenant
+from .errors import ProvisioningFailed, TenancyError, TenantAlreadyExists, UnknownPlan
+from .migrations import upgrade_schema
+from .naming import quote_ident, schema_name_for, validate_slug
+
+
+@dataclass(frozen=True)
+class ProvisionedTenant:
+    tenant: Tenant
+    admin_key: IssuedApiKey
+
+
+def provision_tenant(
+    session: Session,
+    *,
+    slug: str,
+    name: str,
+    plan: str = "free",
+    migrations_location: str | None = None,
+) -> ProvisionedTenant:
+    """Owns its transaction: provision a tenant, then commit; on any failure roll back and raise.
+
+    The session must have no transaction open (everything this function does must
+    commit or vanish together, and nothing else with it).
+
+    :raise InvalidSlug: the slug breaks the naming rules (nothing was sent to the database).
+    :raise UnknownPlan: no plan has that name.
+    :raise TenantAlreadyExists: the slug, or its schema, is taken.
+    :raise ProvisioningFailed: anything after validation failed; all of it was rolled back.
+    """
+    schema_name = schema_name_for(validate_slug(slug))
+    if session.in_transaction():
+        raise RuntimeError("provision_tenant() needs a session with no open transaction")
+    try:
+        with session.begin():
+            return _provision(session, slug, name, plan, schema_name, migrations_location)
+    except TenancyError:
+        raise
+    except Exception as exc:  # a failed migration, a lost connection: already rolled back
+        raise ProvisioningFailed(slug, exc) from exc
+
+
+def _provision(
+    session: Session, slug: str, name: str, plan_name: str, schema_name: str, location: str | None
+) -> ProvisionedTenant:
+    connection = session.connection()
+    locks.lock_tenant(connection, slug)
+    if session.scalar(select(Tenant.id).where(Tenant.slug == slug)) is not None:
+        raise TenantAlreadyExists(slug)
+    plan = session.scalar(select(Plan).where(Plan.name == plan_name))
+    if plan is None:
+        raise UnknownPlan(plan_name)
+    orphan = connection.exec_driver_sql(
+        "SELECT 1 FROM pg_namespace WHERE nspname = %(n)s", {"n": schema_name}
+    ).scalar()
+    if orphan:  # a schema without a tenant row: never adopt it, someone must look at it
+        raise TenantAlreadyExists(slug)
+
+    connection.exec_driver_sql(f"CREATE SCHEMA {quote_ident(schema_name)}")
+    revision = upgrade_schema(connection, schema_name, "head", location=location)
+    set_search_path(connection, current_tenant())  # back to the caller's binding
+
+    tenant = Tenant(
+        slug=slug, name=name, schema_name=schema_name, plan=plan, schema_revision=revision
+    )
+    session.add(tenant)
+    session.flush()  # generate tenants.id for the key
+    return ProvisionedTenant(tenant=tenant, admin_key=issue_api_key(session, tenant, "admin"))

@@ -1,0 +1,1 @@
+"""Alembic environment of the public schema (plans, tenants, API keys). Run via ``flask db``."""

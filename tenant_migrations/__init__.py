@@ -1,0 +1,1 @@
+"""Alembic environment of one tenant schema. Run via provisioning and ``flask tenants``."""
