@@ -25,7 +25,7 @@ from .models.public import Tenant
 from .tenancy import directory, migrations
 from .tenancy.errors import TenancyError
 from .tenancy.naming import quote_ident
-from .tenancy.provisioning import provision_tenant
+from .tenancy.provisioning import TenantRecord, provision_tenant
 
 db_cli = AppGroup("db", help="Migrate the public schema (plans, tenants, API keys).")
 tenants_cli = AppGroup("tenants", help="Create and inspect tenants and their schemas.")
@@ -45,12 +45,12 @@ def domain_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def tenant_dict(tenant: Tenant) -> dict[str, Any]:
+def tenant_dict(tenant: Tenant | TenantRecord) -> dict[str, Any]:
     return {
         "slug": tenant.slug,
         "name": tenant.name,
         "schema_name": tenant.schema_name,
-        "plan": tenant.plan.name,
+        "plan": tenant.plan_name,
         "status": tenant.status,
         "schema_revision": tenant.schema_revision,
         "created_at": tenant.created_at.isoformat(),
@@ -89,7 +89,7 @@ def db_current() -> None:
 @click.option("--autogenerate", is_flag=True, help="Compare the public models with the database.")
 def db_revision(message: str, autogenerate: bool) -> None:
     """Create a public-schema migration."""
-    with db.engine.connect() as connection:
+    with public_migrations.migration_connection(db.engine) as connection:
         command.revision(
             public_migrations.public_config(connection), message=message, autogenerate=autogenerate
         )
@@ -98,7 +98,7 @@ def db_revision(message: str, autogenerate: bool) -> None:
 @db_cli.command("check")
 def db_check() -> None:
     """Exit 1 if the public models and the migrated database disagree."""
-    with db.engine.connect() as connection:
+    with public_migrations.migration_connection(db.engine) as connection:
         command.check(public_migrations.public_config(connection))
     click.echo("public models match the migrations")
 
@@ -121,11 +121,11 @@ def tenants_create(slug: str, name: str, plan: str, as_json: bool) -> None:
         plan=plan,
         migrations_location=current_app.config["TENANT_MIGRATIONS_LOCATION"],
     )
-    data = {"tenant": tenant_dict(result.tenant), "api_key": {
-        "id": result.admin_key.api_key.id,
-        "role": result.admin_key.api_key.role,
-        "token": result.admin_key.token,
-    }}
+    key = result.admin_key
+    data = {
+        "tenant": tenant_dict(result.tenant),
+        "api_key": {"id": key.id, "prefix": key.prefix, "role": key.role, "token": key.token},
+    }
     if as_json:
         click.echo(json.dumps(data))
         return

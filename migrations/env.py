@@ -33,7 +33,10 @@ else:
         connection=connection,
         target_metadata=PublicBase.metadata,
         version_table_schema="public",
-        include_schemas=False,
+        # Connections come with search_path=pg_catalog (app.public_migrations), so
+        # "public" is an explicit schema here, exactly as the models name it.
+        include_schemas=True,
+        include_name=lambda name, type_, parent: type_ != "schema" or name == "public",
         compare_type=True,
     )
     with context.begin_transaction():

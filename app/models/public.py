@@ -78,6 +78,13 @@ class Tenant(PublicBase):
 
     plan: Mapped[Plan] = relationship(lazy="joined", innerjoin=True)
 
+    # Fetch server-side timestamps in the INSERT's RETURNING: callers answer with them.
+    __mapper_args__ = {"eager_defaults": True}
+
+    @property
+    def plan_name(self) -> str:
+        return self.plan.name
+
 
 class ApiKey(PublicBase):
     """A tenant API key: a public lookup prefix and a hash of the secret, never the secret."""
@@ -99,3 +106,5 @@ class ApiKey(PublicBase):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     tenant: Mapped[Tenant] = relationship(lazy="raise")
+
+    __mapper_args__ = {"eager_defaults": True}

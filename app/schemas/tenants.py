@@ -16,7 +16,7 @@ class TenantSchema(Schema):
     slug = fields.String()
     name = fields.String()
     schema_name = fields.String()
-    plan = fields.Function(lambda tenant: tenant.plan.name)
+    plan = fields.String(attribute="plan_name")
     status = fields.String()
     schema_revision = fields.String(allow_none=True)
     created_at = fields.DateTime()
@@ -24,9 +24,9 @@ class TenantSchema(Schema):
 
 
 class IssuedKeySchema(Schema):
-    id = fields.Integer(attribute="api_key.id")
-    prefix = fields.String(attribute="api_key.prefix")
-    role = fields.String(attribute="api_key.role")
+    id = fields.Integer()
+    prefix = fields.String()
+    role = fields.String()
     token = fields.String(metadata={"description": "The secret. Shown this once; only a hash is stored."})
 
 

@@ -31,7 +31,9 @@ LAST_USED_RESOLUTION = timedelta(seconds=60)
 class IssuedApiKey:
     """A freshly created key. ``token`` exists only here: it is never stored."""
 
-    api_key: ApiKey
+    id: int
+    prefix: str
+    role: str
     token: str
 
 
@@ -48,7 +50,7 @@ def issue_api_key(session: Session, tenant: Tenant, role: str = "admin") -> Issu
     key = ApiKey(tenant_id=tenant.id, prefix=prefix, secret_hash=hash_secret(secret), role=role)
     session.add(key)
     session.flush()  # generate api_keys.id and created_at for the caller's response
-    return IssuedApiKey(api_key=key, token=f"{TOKEN_PREFIX}_{prefix}_{secret}")
+    return IssuedApiKey(id=key.id, prefix=prefix, role=role, token=f"{TOKEN_PREFIX}_{prefix}_{secret}")
 
 
 def looks_like_api_key(token: str) -> bool:

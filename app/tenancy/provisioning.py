@@ -9,7 +9,8 @@ slug; the loser waits for the winner's commit, then sees the row and gets
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -26,8 +27,27 @@ from .naming import quote_ident, schema_name_for, validate_slug
 
 
 @dataclass(frozen=True)
+class TenantRecord:
+    """A tenant as it was committed: plain values, usable after the session is gone."""
+
+    id: int
+    slug: str
+    name: str
+    schema_name: str
+    plan_name: str
+    status: str
+    schema_revision: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, tenant: Tenant) -> TenantRecord:
+        return cls(**{f.name: getattr(tenant, f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
 class ProvisionedTenant:
-    tenant: Tenant
+    tenant: TenantRecord
     admin_key: IssuedApiKey
 
 
@@ -85,5 +105,6 @@ def _provision(
         slug=slug, name=name, schema_name=schema_name, plan=plan, schema_revision=revision
     )
     session.add(tenant)
-    session.flush()  # generate tenants.id for the key
-    return ProvisionedTenant(tenant=tenant, admin_key=issue_api_key(session, tenant, "admin"))
+    session.flush()  # generate tenants.id for the key, and the timestamps for the record
+    key = issue_api_key(session, tenant, "admin")
+    return ProvisionedTenant(tenant=TenantRecord.of(tenant), admin_key=key)

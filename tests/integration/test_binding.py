@@ -1,0 +1,184 @@
+"""Per-transaction schema switching, at the Python level (tenant_scope + a session).
+
+These tests read PostgreSQL's own state (``current_setting('search_path')``,
+``pg_prepared_statements``), not only the rows that come back: a test that only
+compared rows would still pass if binding quietly stopped happening and both tenants
+happened to hold the same data.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.orm import sessionmaker
+
+from app.models.tenant import Repository
+from app.tenancy import TenantContextError, tenant_scope
+from app.tenancy import binding as tenant_binding
+from app.tenancy.binding import DENY_SEARCH_PATH
+
+
+def search_path(session) -> str:
+    # connection().exec_driver_sql bypasses the ORM hooks: it shows the raw state.
+    return session.connection().exec_driver_sql("SELECT current_setting('search_path')").scalar()
+
+
+def add_repo(session_factory, tenant, github_repo_id: int, name: str) -> int:
+    with tenant_scope(tenant.binding), session_factory() as session, session.begin():
+        repo = Repository(github_repo_id=github_repo_id, owner="o", name=name, full_name=f"o/{name}")
+        session.add(repo)
+        session.flush()
+        return repo.id
+
+
+@pytest.fixture
+def two_tenants(make_tenant):
+    a, b = make_tenant("alpha"), make_tenant("bravo")
+    return a, b
+
+
+def test_a_transaction_gets_only_its_tenants_schema_on_the_path(session_factory, tenant):
+    with tenant_scope(tenant.binding), session_factory() as session:
+        assert search_path(session) == f'"{tenant.schema_name}"'
+
+
+def test_without_a_tenant_the_path_resolves_nothing_and_orm_access_raises(session_factory, tenant):
+    with session_factory() as session:
+        assert search_path(session) == DENY_SEARCH_PATH
+        with pytest.raises(TenantContextError):
+            session.scalars(select(Repository)).all()
+        session.rollback()
+        session.add(Repository(github_repo_id=1, owner="o", name="n", full_name="o/n"))
+        with pytest.raises(TenantContextError):
+            session.flush()
+        session.rollback()
+        # Raw SQL is not guarded by the ORM, but finds no tenant table either.
+        with pytest.raises(ProgrammingError, match="does not exist"):
+            session.execute(text("SELECT * FROM repositories"))
+
+
+def test_the_setting_dies_with_the_transaction(engine, session_factory, tenant):
+    with tenant_scope(tenant.binding), session_factory() as session:
+        connection = session.connection()
+        raw = connection.connection.dbapi_connection
+        assert search_path(session) == f'"{tenant.schema_name}"'
+        session.commit()
+        # Same physical connection, outside any of our transactions: server default again.
+        with raw.cursor() as cur:
+            cur.execute("SELECT current_setting('search_path')")
+            assert cur.fetchone()[0] == '"$user", public'
+            raw.rollback()
+
+
+def test_binding_inside_an_open_transaction_applies_at_once(session_factory, tenant):
+    with session_factory() as session:
+        session.execute(text("SELECT 1 FROM public.plans LIMIT 1"))  # like the API-key lookup
+        assert search_path(session) == DENY_SEARCH_PATH
+        with tenant_scope(tenant.binding, session):
+            assert search_path(session) == f'"{tenant.schema_name}"'
+        assert search_path(session) == DENY_SEARCH_PATH
+
+
+def test_a_transaction_never_serves_two_tenants(session_factory, two_tenants):
+    a, b = two_tenants
+    with session_factory() as session:
+        with tenant_scope(a.binding, session):
+            session.scalars(select(Repository)).all()
+        with pytest.raises(TenantContextError, match="already served"):
+            with tenant_scope(b.binding, session):
+                pass
+
+
+def test_identity_map_does_not_hand_one_tenants_object_to_another(session_factory, two_tenants):
+    a, b = two_tenants
+    id_a = add_repo(session_factory, a, 111, "from_a")
+    id_b = add_repo(session_factory, b, 222, "from_b")
+    assert id_a == id_b == 1  # ids collide across schemas
+    factory = sessionmaker(bind=session_factory.kw["bind"], expire_on_commit=False)
+    tenant_binding.install(factory)
+    with factory() as session:
+        with tenant_scope(a.binding):
+            assert session.get(Repository, 1).name == "from_a"
+            session.commit()
+        with tenant_scope(b.binding):
+            assert session.get(Repository, 1).name == "from_b"
+            session.commit()
+
+
+def test_one_pooled_connection_alternating_tenants_from_threads_never_leaks(
+    tenantry_database_url, two_tenants
+):
+    a, b = two_tenants
+    engine = create_engine(
+        tenantry_database_url.replace("postgresql://", "postgresql+psycopg://", 1),
+        pool_size=1, max_overflow=0, pool_timeout=30,
+    )
+    factory = sessionmaker(bind=engine)
+    tenant_binding.install(factory)
+    add_repo(factory, a, 1, "a-only")
+    add_repo(factory, b, 2, "b-only")
+    failures: list[str] = []
+
+    def worker(tenant, expected: str, rounds: int) -> None:
+        for _ in range(rounds):
+            with tenant_scope(tenant.binding), factory() as session:
+                names = session.scalars(select(Repository.name)).all()
+                if names != [expected]:
+                    failures.append(f"{tenant.slug} saw {names}")
+
+    threads = [
+        threading.Thread(target=worker, args=(t, name, 150))
+        for t, name in [(a, "a-only"), (b, "b-only")] * 3
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    engine.dispose()
+    assert failures == []
+
+
+def test_prepared_statements_follow_the_search_path(tenantry_database_url, two_tenants):
+    a, b = two_tenants
+    engine = create_engine(
+        tenantry_database_url.replace("postgresql://", "postgresql+psycopg://", 1),
+        pool_size=1, max_overflow=0, connect_args={"prepare_threshold": 0},
+    )
+    factory = sessionmaker(bind=engine)
+    tenant_binding.install(factory)
+    add_repo(factory, a, 10, "a-prepared")
+    add_repo(factory, b, 20, "b-prepared")
+    for i in range(100):
+        tenant, expected = (a, "a-prepared") if i % 2 else (b, "b-prepared")
+        with tenant_scope(tenant.binding), factory() as session:
+            assert session.scalars(select(Repository.name)).all() == [expected]
+    with factory() as session:
+        prepared = session.connection().exec_driver_sql(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%%repositories%%'"
+        ).scalar()
+    engine.dispose()
+    assert prepared >= 1, "the statement was never prepared: this test proved nothing"
+
+
+def test_after_a_failed_transaction_the_connection_serves_the_next_tenant(
+    tenantry_database_url, two_tenants
+):
+    a, b = two_tenants
+    engine = create_engine(
+        tenantry_database_url.replace("postgresql://", "postgresql+psycopg://", 1),
+        pool_size=1, max_overflow=0,
+    )
+    factory = sessionmaker(bind=engine)
+    tenant_binding.install(factory)
+    add_repo(factory, b, 7, "b-row")
+    with tenant_scope(a.binding), factory() as session:
+        with pytest.raises(ProgrammingError):
+            session.execute(text("SELECT no_such_column FROM repositories"))
+        session.rollback()
+    with tenant_scope(b.binding), factory() as session:
+        assert search_path(session) == f'"{b.schema_name}"'
+        assert session.scalars(select(Repository.name)).all() == ["b-row"]
+    engine.dispose()

@@ -1,0 +1,32 @@
+"""Settings come from one table; a bad value names its variable."""
+
+import pytest
+
+from app.config import ConfigError, defaults, from_env, sqlalchemy_url
+
+
+def test_environment_values_are_parsed_and_typed():
+    found = from_env({"DB_POOL_SIZE": "3", "DATABASE_URL": "postgresql://u@h/db", "UNRELATED": "x"})
+    assert found == {"DB_POOL_SIZE": 3, "SQLALCHEMY_DATABASE_URI": "postgresql://u@h/db"}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("DB_POOL_SIZE", "many"), ("DB_POOL_SIZE", "0"), ("MAX_REQUEST_BYTES", "-1"), ("ADMIN_TOKEN", "  ")],
+)
+def test_a_bad_value_names_the_variable(variable, value):
+    with pytest.raises(ConfigError, match=variable):
+        from_env({variable: value})
+
+
+def test_defaults_cover_every_setting_and_need_no_environment():
+    values = defaults()
+    assert values["SQLALCHEMY_DATABASE_URI"] is None
+    assert values["MAX_CONTENT_LENGTH"] == 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "url", ["postgres://u@h/db", "postgresql://u@h/db", "postgresql+psycopg://u@h/db"]
+)
+def test_urls_always_use_psycopg3(url):
+    assert sqlalchemy_url(url) == "postgresql+psycopg://u@h/db"
