@@ -23,6 +23,7 @@ public migrations, and drops it at the end. Fixtures:
 ``app`` (session)                    the Flask app on it (``TESTING``, admin token set)
 ``engine`` (session)                 the app's engine
 ``session_factory`` (session)        sessionmaker with per-transaction tenant binding
+``make_app``                         more apps on the same database, with other settings
 ``client`` / ``admin_client``        test clients; the second sends the admin token
 ``make_tenant``                      provision tenants (dropped after the test)
 ``tenant`` / ``tenant_client``       one provisioned tenant, and a client with its key
@@ -147,6 +148,21 @@ def app(tenantry_database_url: str) -> Iterator[Flask]:
     yield application
     with application.app_context():
         db.engine.dispose()
+
+
+@pytest.fixture
+def make_app(tenantry_database_url: str) -> Iterator[Callable[..., Flask]]:
+    """``make_app(TESTING=False, ...)``: another app on the test database, closed after the test."""
+    made: list[Flask] = []
+
+    def factory(database_url: str | None = None, **overrides: Any) -> Flask:
+        made.append(make_test_app(database_url or tenantry_database_url, **overrides))
+        return made[-1]
+
+    yield factory
+    for application in made:
+        with application.app_context():
+            db.engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,8 @@ from app.testing import drop_tenants
 @pytest.fixture(autouse=True)
 def _clean_tenants(request: pytest.FixtureRequest) -> Iterator[None]:
     """After a test that used the database, drop every tenant it created, by any route."""
+    uses_db = {"engine", "app", "tenantry_database_url"} & set(request.fixturenames)
+    engine: Engine | None = request.getfixturevalue("engine") if uses_db else None
     yield
-    if "engine" in request.fixturenames or "app" in request.fixturenames:
-        engine: Engine = request.getfixturevalue("engine")
+    if engine is not None:
         drop_tenants(engine)

@@ -25,7 +25,6 @@ from app.tenancy import (
 from app.tenancy.api_keys import hash_secret
 from app.tenancy.migrations import default_location, head_revision, use_schema
 from app.tenancy.provisioning import provision_tenant
-from app.testing import make_test_app
 
 
 def catalog(engine, slug: str) -> dict:
@@ -110,8 +109,9 @@ def broken_migrations(tmp_path: Path) -> Path:
             "from alembic import op\n"
             f"revision = 'broken'\ndown_revision = '{head_revision()}'\n"
             "branch_labels = depends_on = None\n\n"
+            "import sqlalchemy as sa\n\n"
             "def upgrade():\n"
-            "    op.create_table('half_done', __import__('sqlalchemy').Column('id', __import__('sqlalchemy').Integer, primary_key=True))\n"
+            "    op.create_table('half_done', sa.Column('id', sa.Integer, primary_key=True))\n"
             f"    {body}\n\n"
             "def downgrade():\n    pass\n"
         )
@@ -129,13 +129,11 @@ def broken_migrations(tmp_path: Path) -> Path:
     ],
     ids=["migration-raises", "connection-lost"],
 )
-def test_a_failure_at_any_step_leaves_nothing_behind(tenantry_database_url, engine, broken_migrations, failure):
+def test_a_failure_at_any_step_leaves_nothing_behind(make_app, engine, broken_migrations, failure):
     location = broken_migrations(failure)
-    app = make_test_app(tenantry_database_url, TENANT_MIGRATIONS_LOCATION=str(location))
+    app = make_app(TENANT_MIGRATIONS_LOCATION=str(location))
     with pytest.raises(ProvisioningFailed):
         provision(app, "doomed")
-    with app.app_context():
-        db.engine.dispose()
     assert catalog(engine, "doomed") == NOTHING
 
 
@@ -184,8 +182,10 @@ def test_an_orphan_schema_is_never_adopted(app, engine):
     assert state["tenant"] == [] and state["tables"] == ["secrets"]
 
 
-@pytest.mark.parametrize("slug", ["Robert'); DROP TABLE public.tenants;--", 'x"; DROP SCHEMA public CASCADE; --',
-                                  "pg_catalog", "public", "a", "ACME"])
+@pytest.mark.parametrize("slug", [
+    "Robert'); DROP TABLE public.tenants;--", 'x"; DROP SCHEMA public CASCADE; --',
+    "pg_catalog", "public", "a", "ACME",
+])
 def test_invalid_slugs_never_reach_the_database(app, engine, slug):
     with engine.connect() as conn:
         before = conn.execute(text("SELECT count(*) FROM pg_namespace")).scalar()
