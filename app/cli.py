@@ -23,7 +23,7 @@ from . import public_migrations
 from .extensions import db
 from .models.public import Tenant
 from .tenancy import directory, migrations
-from .tenancy.errors import TenancyError
+from .tenancy.errors import TenancyError, TenantContextError
 from .tenancy.naming import quote_ident
 from .tenancy.provisioning import TenantRecord, provision_tenant
 
@@ -32,12 +32,17 @@ tenants_cli = AppGroup("tenants", help="Create and inspect tenants and their sch
 
 
 def domain_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a TenancyError into one line on stderr and exit status 1."""
+    """Turn a known TenancyError into one line on stderr and exit status 1.
+
+    TenantContextError is a programming error, not a domain outcome: it keeps its traceback.
+    """
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except TenantContextError:
+            raise
         except TenancyError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)

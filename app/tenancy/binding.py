@@ -18,6 +18,12 @@ resolve through search_path); public tables always carry ``public``.
 One transaction serves at most one tenant. Binding a tenant into a transaction that
 already has one raises; binding a tenant into a transaction that has none yet (the API
 key lookup ran first) switches that transaction at once.
+
+Primary keys collide across schemas (both tenants have repository 1), so tenant rows
+carry their schema in SQLAlchemy's identity key (the ``identity_token`` that the
+horizontal-sharding extension uses for the same problem): one session can hold
+tenant A's repository 1 and tenant B's repository 1 as two objects, and refreshing an
+object of A while B is bound raises instead of loading B's row into it.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
+from sqlalchemy.orm.attributes import instance_state
 
 from .context import TenantBinding, current_tenant
 from .errors import TenantContextError
@@ -39,10 +46,8 @@ _SET_SEARCH_PATH = "SELECT set_config('search_path', %(path)s, true)"
 # session.info keys. APPLIED: what the open transaction's search_path was set to (a
 # binding, or None for "deny"); absent when the transaction has no connection yet.
 # SERVED: the tenant this transaction has served, once it served one.
-# LAST: the tenant whose objects the identity map may hold, across transactions.
 _APPLIED = "tenantry.applied"
 _SERVED = "tenantry.served"
-_LAST = "tenantry.last_tenant"
 
 
 def search_path_for(binding: TenantBinding | None) -> str:
@@ -90,49 +95,53 @@ def _record(session: Session, binding: TenantBinding | None) -> None:
 def _after_begin(session: Session, transaction: SessionTransaction, connection: Connection) -> None:
     # SQLAlchemy's advice for this hook: use the Connection given, not the Session.
     binding = current_tenant()
-    if binding is not None and session.info.get(_LAST, binding) != binding:
-        _expunge_tenant_objects(session)
     set_search_path(connection, binding)
     _record(session, binding)
 
 
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:  # the root transaction, not a savepoint
-        served = session.info.pop(_SERVED, None)
+        session.info.pop(_SERVED, None)
         session.info.pop(_APPLIED, None)
-        if served is not None:
-            session.info[_LAST] = served
-
-
-def _expunge_tenant_objects(session: Session) -> None:
-    """Forget the previous tenant's objects before serving another one.
-
-    Primary keys collide across schemas (both tenants have repository 1). Left in the
-    identity map, tenant A's object would be handed out for tenant B's ``get(…, 1)``.
-    """
-    for obj in list(session.identity_map.values()):
-        if is_tenant_table(getattr(type(obj), "__table__", None)):
-            session.expunge(obj)
 
 
 def _do_orm_execute(state: ORMExecuteState) -> None:
-    if current_tenant() is None and any(
-        is_tenant_table(mapper.local_table) for mapper in state.all_mappers
-    ):
+    binding = current_tenant()
+    touches_tenant = any(is_tenant_table(mapper.local_table) for mapper in state.all_mappers)
+    if binding is None and touches_tenant:
         raise TenantContextError(
             "A tenant table was queried with no tenant bound. Wrap the work in "
             "`with tenant_scope(tenant): ...`."
         )
+    if binding is not None and touches_tenant:
+        owner = getattr(state.load_options, "_identity_token", None) if state.is_select else None
+        if owner is not None and owner != binding.schema_name:
+            raise TenantContextError(
+                f"An object of {owner!r} was refreshed while {binding.schema_name!r} is bound."
+            )
+        state.update_execution_options(identity_token=binding.schema_name)
     apply_binding(state.session)
 
 
 def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
-    touched = (*session.new, *session.dirty, *session.deleted)
-    if any(is_tenant_table(getattr(type(obj), "__table__", None)) for obj in touched):
-        if current_tenant() is None:
+    binding = current_tenant()
+    tenant_objects = [
+        obj for obj in (*session.new, *session.dirty, *session.deleted)
+        if is_tenant_table(getattr(type(obj), "__table__", None))
+    ]
+    if tenant_objects and binding is None:
+        raise TenantContextError(
+            "Tenant rows were written with no tenant bound. Wrap the work in "
+            "`with tenant_scope(tenant): ...`."
+        )
+    for obj in tenant_objects:
+        state = instance_state(obj)
+        if state.key is None:
+            state.identity_token = binding.schema_name  # type: ignore[union-attr]
+        elif state.identity_token != binding.schema_name:  # type: ignore[union-attr]
             raise TenantContextError(
-                "Tenant rows were written with no tenant bound. Wrap the work in "
-                "`with tenant_scope(tenant): ...`."
+                f"An object of {state.identity_token!r} was changed while "
+                f"{binding.schema_name!r} is bound."  # type: ignore[union-attr]
             )
     apply_binding(session)
 

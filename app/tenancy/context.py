@@ -86,7 +86,11 @@ def tenant_scope(
         if session is not None and session.in_transaction():
             apply_binding(session)
         yield tenant
-    finally:
+    except BaseException:
+        # The transaction may be aborted: switching it back would raise over the real
+        # error. The next statement re-syncs it (or the rollback discards it).
         _current.reset(token)
-        if session is not None and session.in_transaction():
-            apply_binding(session)
+        raise
+    _current.reset(token)
+    if session is not None and session.in_transaction():
+        apply_binding(session)

@@ -36,8 +36,8 @@ class UnknownPlan(TenancyError):
 class TenantAlreadyExists(TenancyError):
     """A tenant with this slug (or a schema with its name) exists already."""
 
-    def __init__(self, slug: str) -> None:
-        super().__init__(f"a tenant with slug {slug!r} already exists")
+    def __init__(self, slug: str, message: str | None = None) -> None:
+        super().__init__(message or f"a tenant with slug {slug!r} already exists")
         self.slug = slug
 
 

@@ -12,10 +12,10 @@ import re
 
 from .errors import InvalidSlug
 
-SLUG_PATTERN = re.compile(r"[a-z][a-z0-9_]{1,39}")
 SCHEMA_PREFIX = "t_"
 #: ``t_`` + 40 characters = 42 bytes, well inside PostgreSQL's 63-byte identifier limit.
 MAX_SLUG_LENGTH = 40
+SLUG_PATTERN = re.compile(rf"[a-z][a-z0-9_]{{1,{MAX_SLUG_LENGTH - 1}}}")
 
 #: Names that would be confusing or dangerous as a tenant, even with the ``t_`` prefix:
 #: PostgreSQL's own schemas and roles, and words our URLs and CLI use.

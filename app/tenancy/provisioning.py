@@ -95,7 +95,9 @@ def _provision(
         "SELECT 1 FROM pg_namespace WHERE nspname = %(n)s", {"n": schema_name}
     ).scalar()
     if orphan:  # a schema without a tenant row: never adopt it, someone must look at it
-        raise TenantAlreadyExists(slug)
+        raise TenantAlreadyExists(
+            slug, f"schema {schema_name!r} exists without a tenant row; inspect and drop it first"
+        )
 
     connection.exec_driver_sql(f"CREATE SCHEMA {quote_ident(schema_name)}")
     revision = upgrade_schema(connection, schema_name, "head", location=location)

@@ -101,11 +101,33 @@ def test_identity_map_does_not_hand_one_tenants_object_to_another(session_factor
     tenant_binding.install(factory)
     with factory() as session:
         with tenant_scope(a.binding):
-            assert session.get(Repository, 1).name == "from_a"
+            held = session.get(Repository, 1)  # a live reference keeps it in the identity map
+            assert held.name == "from_a"
             session.commit()
         with tenant_scope(b.binding):
             assert session.get(Repository, 1).name == "from_b"
             session.commit()
+        # The same, when B is bound into a transaction that began without a tenant
+        # (the API-key lookup shape).
+        session.execute(text("SELECT 1"))
+        with tenant_scope(a.binding, session):
+            held_again = session.get(Repository, 1)
+            assert held_again.name == "from_a"
+        session.commit()
+        session.execute(text("SELECT 1"))
+        with tenant_scope(b.binding, session):
+            assert session.get(Repository, 1).name == "from_b"
+        session.commit()
+        assert held.name == "from_a" and held_again.name == "from_a"
+
+
+def test_a_failing_statement_inside_tenant_scope_raises_its_own_error(session_factory, tenant):
+    with session_factory() as session:
+        session.execute(text("SELECT 1"))
+        with pytest.raises(ProgrammingError, match="no_such_table"):
+            with tenant_scope(tenant.binding, session):
+                session.execute(text("SELECT * FROM no_such_table"))
+        session.rollback()
 
 
 def test_one_pooled_connection_alternating_tenants_from_threads_never_leaks(
