@@ -65,7 +65,10 @@ def main(argv: list[str]) -> int:
         args = [str(BIN / "flask"), "run", "--host", host, "--port", port, *rest]
     else:  # any other flask command: python3 dev.py flask tenants list
         args = [str(BIN / "flask"), *rest]
-    return subprocess.run(args, cwd=ROOT, env=env).returncode
+    # Replace this process, so signals (Ctrl-C, a supervisor's SIGTERM) reach the server
+    # itself and it can stop the embedded PostgreSQL on its way out.
+    os.chdir(ROOT)
+    os.execve(args[0], args, env)
 
 
 if __name__ == "__main__":

