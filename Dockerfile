@@ -1,0 +1,80 @@
+# syntax=docker/dockerfile:1
+#
+# Tenantry API image: gunicorn serving wsgi:app on port 8000, as a non-root user.
+#
+# Production contract (see docs/architecture.md):
+# - DATABASE_URL must be set. Without it create_app() would start the embedded
+#   development PostgreSQL; this image never does: the entrypoint refuses to start.
+# - The image never migrates on start. Run the public migrations as a one-shot step
+#   before the new release takes traffic (/readyz answers 503 until the public schema
+#   is at head), with the same image and environment:
+#       docker run --rm -e DATABASE_URL=... <image> flask db upgrade
+#   Point that DATABASE_URL at PostgreSQL itself, not at a transaction-mode pooler:
+#   public migrations pass search_path in the connection's startup options.
+# - INSTANCE_PATH points at a writable scratch directory (/tmp/tenantry); nothing in
+#   production mode keeps state there.
+# - ADMIN_TOKEN enables /v1/admin/*; unset, the admin API refuses every call.
+# - WEB_CONCURRENCY sets gunicorn's worker count (gunicorn reads it itself).
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# --- build: a virtualenv with the locked dependencies and the project -------------
+FROM ${PYTHON_IMAGE} AS build
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PATH=/opt/venv/bin:$PATH
+
+RUN python -m venv /opt/venv
+
+WORKDIR /src
+
+# Dependencies first, so the layer is reused until the lock changes. Every file is
+# checked against its hash.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
+
+# The project itself (hatchling; packages app, migrations, tenant_migrations). Its
+# dependencies are already installed from the lock: --no-deps keeps pip from
+# resolving anything else.
+COPY pyproject.toml README.md ./
+COPY app ./app
+COPY migrations ./migrations
+COPY tenant_migrations ./tenant_migrations
+RUN pip install --no-deps .
+
+# --- runtime: the venv, wsgi.py and nothing else -----------------------------------
+FROM ${PYTHON_IMAGE}
+
+RUN groupadd --system --gid 10001 tenantry \
+    && useradd --system --uid 10001 --gid tenantry --no-create-home \
+       --home-dir /nonexistent --shell /usr/sbin/nologin tenantry
+
+# Same path as in the build stage: a venv's scripts carry absolute shebangs.
+COPY --from=build /opt/venv /opt/venv
+
+WORKDIR /srv/tenantry
+COPY wsgi.py ./
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    FLASK_APP=wsgi \
+    INSTANCE_PATH=/tmp/tenantry \
+    WEB_CONCURRENCY=2
+
+# Numeric, so an orchestrator can verify runAsNonRoot without reading /etc/passwd.
+USER 10001:10001
+EXPOSE 8000
+
+# Liveness only (/healthz touches no database). Slim images have no curl; urlopen
+# raises on a refused connection or any 4xx/5xx, which makes the exit status non-zero.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
+
+# Fail fast, for gunicorn and for one-shot `flask ...` commands alike, instead of
+# falling back to the embedded development database.
+ENTRYPOINT ["/bin/sh", "-c", ": \"${DATABASE_URL:?DATABASE_URL must be set (this image never starts the embedded PostgreSQL)}\"; exec \"$@\"", "tenantry"]
+# No control socket: gunicorn 25+ would create one under $HOME, which this user lacks;
+# signals (TERM, HUP, TTIN/TTOU) still manage the server.
+CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--no-control-socket", "wsgi:app"]
