@@ -57,7 +57,12 @@ def search_path_for(binding: TenantBinding | None) -> str:
 
 def set_search_path(connection: Connection, binding: TenantBinding | None) -> None:
     """Make the open transaction on ``connection`` serve ``binding`` (a bound parameter)."""
-    connection.exec_driver_sql(_SET_SEARCH_PATH, {"path": search_path_for(binding)})
+    set_local_search_path(connection, search_path_for(binding))
+
+
+def set_local_search_path(connection: Connection, path: str) -> None:
+    """``set_config('search_path', path, true)``: for the open transaction only."""
+    connection.exec_driver_sql(_SET_SEARCH_PATH, {"path": path})
 
 
 def is_tenant_table(table: Any) -> bool:

@@ -26,6 +26,7 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
+from .binding import set_local_search_path
 from .naming import quote_ident
 
 #: Alembic's proxies are process-global; this keeps two threads from interleaving runs.
@@ -62,9 +63,7 @@ def head_revision(location: str | None = None) -> str:
 
 def use_schema(connection: Connection, schema_name: str) -> None:
     """Point the open transaction's search_path at one tenant schema (and nothing else)."""
-    connection.exec_driver_sql(
-        "SELECT set_config('search_path', %(path)s, true)", {"path": quote_ident(schema_name)}
-    )
+    set_local_search_path(connection, quote_ident(schema_name))
 
 
 def configure_tenant_context(
