@@ -134,21 +134,26 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
         obj for obj in (*session.new, *session.dirty, *session.deleted)
         if is_tenant_table(getattr(type(obj), "__table__", None))
     ]
-    if tenant_objects and binding is None:
-        raise TenantContextError(
-            "Tenant rows were written with no tenant bound. Wrap the work in "
-            "`with tenant_scope(tenant): ...`."
-        )
-    for obj in tenant_objects:
+    if tenant_objects:
+        if binding is None:
+            raise TenantContextError(
+                "Tenant rows were written with no tenant bound. Wrap the work in "
+                "`with tenant_scope(tenant): ...`."
+            )
+        _stamp_identity(tenant_objects, binding.schema_name)
+    apply_binding(session)
+
+
+def _stamp_identity(objects: list[Any], schema_name: str) -> None:
+    """Give new tenant objects their schema as identity token; refuse another tenant's."""
+    for obj in objects:
         state = instance_state(obj)
         if state.key is None:
-            state.identity_token = binding.schema_name  # type: ignore[union-attr]
-        elif state.identity_token != binding.schema_name:  # type: ignore[union-attr]
+            state.identity_token = schema_name
+        elif state.identity_token != schema_name:
             raise TenantContextError(
-                f"An object of {state.identity_token!r} was changed while "
-                f"{binding.schema_name!r} is bound."  # type: ignore[union-attr]
+                f"An object of {state.identity_token!r} was changed while {schema_name!r} is bound."
             )
-    apply_binding(session)
 
 
 _LISTENERS = (
