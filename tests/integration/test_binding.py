@@ -35,6 +35,26 @@ def add_repo(session_factory, tenant, github_repo_id: int, name: str) -> int:
 
 
 @pytest.fixture
+def one_connection(tenantry_database_url):
+    """``one_connection(**connect_args)``: a sessionmaker whose pool holds exactly one connection."""
+    engines = []
+
+    def factory(**connect_args):
+        engine = create_engine(
+            tenantry_database_url.replace("postgresql://", "postgresql+psycopg://", 1),
+            pool_size=1, max_overflow=0, pool_timeout=30, connect_args=connect_args,
+        )
+        engines.append(engine)
+        sessions = sessionmaker(bind=engine)
+        tenant_binding.install(sessions)
+        return sessions
+
+    yield factory
+    for engine in engines:
+        engine.dispose()
+
+
+@pytest.fixture
 def two_tenants(make_tenant):
     a, b = make_tenant("alpha"), make_tenant("bravo")
     return a, b
@@ -130,16 +150,9 @@ def test_a_failing_statement_inside_tenant_scope_raises_its_own_error(session_fa
         session.rollback()
 
 
-def test_one_pooled_connection_alternating_tenants_from_threads_never_leaks(
-    tenantry_database_url, two_tenants
-):
+def test_one_pooled_connection_alternating_tenants_from_threads_never_leaks(one_connection, two_tenants):
     a, b = two_tenants
-    engine = create_engine(
-        tenantry_database_url.replace("postgresql://", "postgresql+psycopg://", 1),
-        pool_size=1, max_overflow=0, pool_timeout=30,
-    )
-    factory = sessionmaker(bind=engine)
-    tenant_binding.install(factory)
+    factory = one_connection()
     add_repo(factory, a, 1, "a-only")
     add_repo(factory, b, 2, "b-only")
     failures: list[str] = []
@@ -159,18 +172,12 @@ def test_one_pooled_connection_alternating_tenants_from_threads_never_leaks(
         t.start()
     for t in threads:
         t.join()
-    engine.dispose()
     assert failures == []
 
 
-def test_prepared_statements_follow_the_search_path(tenantry_database_url, two_tenants):
+def test_prepared_statements_follow_the_search_path(one_connection, two_tenants):
     a, b = two_tenants
-    engine = create_engine(
-        tenantry_database_url.replace("postgresql://", "postgresql+psycopg://", 1),
-        pool_size=1, max_overflow=0, connect_args={"prepare_threshold": 0},
-    )
-    factory = sessionmaker(bind=engine)
-    tenant_binding.install(factory)
+    factory = one_connection(prepare_threshold=0)
     add_repo(factory, a, 10, "a-prepared")
     add_repo(factory, b, 20, "b-prepared")
     for i in range(100):
@@ -181,20 +188,12 @@ def test_prepared_statements_follow_the_search_path(tenantry_database_url, two_t
         prepared = session.connection().exec_driver_sql(
             "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%%repositories%%'"
         ).scalar()
-    engine.dispose()
     assert prepared >= 1, "the statement was never prepared: this test proved nothing"
 
 
-def test_after_a_failed_transaction_the_connection_serves_the_next_tenant(
-    tenantry_database_url, two_tenants
-):
+def test_after_a_failed_transaction_the_connection_serves_the_next_tenant(one_connection, two_tenants):
     a, b = two_tenants
-    engine = create_engine(
-        tenantry_database_url.replace("postgresql://", "postgresql+psycopg://", 1),
-        pool_size=1, max_overflow=0,
-    )
-    factory = sessionmaker(bind=engine)
-    tenant_binding.install(factory)
+    factory = one_connection()
     add_repo(factory, b, 7, "b-row")
     with tenant_scope(a.binding), factory() as session:
         with pytest.raises(ProgrammingError):
@@ -203,4 +202,3 @@ def test_after_a_failed_transaction_the_connection_serves_the_next_tenant(
     with tenant_scope(b.binding), factory() as session:
         assert search_path(session) == f'"{b.schema_name}"'
         assert session.scalars(select(Repository.name)).all() == ["b-row"]
-    engine.dispose()
