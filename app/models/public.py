@@ -1,4 +1,4 @@
-"""Shared tables in the ``public`` schema: plans, tenants, API keys.
+"""Shared tables in the ``public`` schema: plans, tenants, API keys, the migration ledger.
 
 Every table here carries ``schema="public"`` explicitly. Tenant transactions run with
 a search_path that holds only the tenant's schema, so an unqualified public table
@@ -8,16 +8,22 @@ would not resolve there, which is the point.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
+    Text,
+    UniqueConstraint,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from .types import bigint_pk, created_at, updated_at
@@ -32,6 +38,8 @@ NAMING_CONVENTION = {
 
 TENANT_STATUSES = ("active", "suspended")
 API_KEY_ROLES = ("viewer", "member", "admin")
+RUN_STATUSES = ("running", "succeeded", "failed", "aborted")
+OUTCOME_STATUSES = ("migrated", "current", "failed", "deleted")
 
 
 class PublicBase(DeclarativeBase):
@@ -108,3 +116,73 @@ class ApiKey(PublicBase):
     tenant: Mapped[Tenant] = relationship(lazy="raise")
 
     __mapper_args__ = {"eager_defaults": True}
+
+
+class MigrationRun(PublicBase):
+    """One ``flask tenants migrate`` run: what it aimed at, who started it, how it ended.
+
+    Rows are never overwritten by a later run. ``status`` stays ``running`` while the
+    run holds the fan-out lock; a run found ``running`` by the next one (which could
+    only take the lock because the first one's connection is gone) becomes ``aborted``.
+    """
+
+    __tablename__ = "migration_runs"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('running', 'succeeded', 'failed', 'aborted')", name="status_known"
+        ),
+    )
+
+    id: Mapped[bigint_pk]
+    status: Mapped[str] = mapped_column(String(20), default="running", server_default="running")
+    target_revision: Mapped[str] = mapped_column(String(64))
+    options: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+    started_by: Mapped[str] = mapped_column(String(200))
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    #: The PostgreSQL backend holding the fan-out lock, to name the run that holds it.
+    backend_pid: Mapped[int] = mapped_column(Integer)
+    selected: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    migrated: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    current: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    skipped: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    remaining: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    started_at: Mapped[created_at]
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __mapper_args__ = {"eager_defaults": True}
+
+
+class MigrationOutcome(PublicBase):
+    """What one run did to one tenant schema.
+
+    A ``migrated`` or ``current`` row is written in the same transaction as the
+    schema change, so it exists if and only if the change committed. ``failed`` rows
+    are written after the schema's transaction rolled back.
+    """
+
+    __tablename__ = "migration_outcomes"
+    __table_args__ = (
+        UniqueConstraint("run_id", "tenant_slug"),
+        CheckConstraint(
+            "status IN ('migrated', 'current', 'failed', 'deleted')", name="status_known"
+        ),
+        Index("ix_migration_outcomes_tenant_id", "tenant_id"),
+    )
+
+    id: Mapped[bigint_pk]
+    run_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("public.migration_runs.id", ondelete="CASCADE")
+    )
+    tenant_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("public.tenants.id", ondelete="SET NULL")
+    )
+    tenant_slug: Mapped[str] = mapped_column(String(40))
+    from_revision: Mapped[str | None] = mapped_column(String(64))
+    to_revision: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    duration_ms: Mapped[float] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    finished_at: Mapped[created_at]

@@ -85,3 +85,20 @@ class ProvisioningFailed(TenancyError):
         super().__init__(f"provisioning tenant {slug!r} failed and was rolled back: {first_line}")
         self.slug = slug
         self.cause = cause
+
+
+class UnknownRevision(TenancyError):
+    """The tenant migration stream has no such revision."""
+
+    def __init__(self, revision: str) -> None:
+        super().__init__(f"unknown tenant schema revision {revision!r}")
+        self.revision = revision
+        self.field_errors = {"revision": [f"Unknown revision {revision!r}."]}
+
+
+class FanoutLocked(TenancyError):
+    """Another migration fan-out holds the fan-out lock on this database."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(f"another tenant migration run holds the fan-out lock: {holder}")
+        self.holder = holder

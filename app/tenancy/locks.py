@@ -19,3 +19,33 @@ def lock_tenant(connection: Connection, slug: str) -> None:
         "SELECT pg_advisory_xact_lock(%(ns)s, hashtext(%(slug)s))",
         {"ns": LOCK_NAMESPACE, "slug": slug},
     )
+
+
+#: classid of the fan-out lock ("TF"), apart from per-tenant locks so no slug can collide.
+FANOUT_LOCK = (0x5446, 1)
+
+
+def try_lock_fanout(connection: Connection) -> bool:
+    """Take the database-wide fan-out lock for this session, or return False if it is held.
+
+    Session-level on purpose: it must outlive the per-schema transactions of the run,
+    and it vanishes with the connection if the run is killed.
+    """
+    return bool(connection.exec_driver_sql(
+        "SELECT pg_try_advisory_lock(%(c)s, %(o)s)", {"c": FANOUT_LOCK[0], "o": FANOUT_LOCK[1]}
+    ).scalar())
+
+
+def unlock_fanout(connection: Connection) -> None:
+    connection.exec_driver_sql(
+        "SELECT pg_advisory_unlock(%(c)s, %(o)s)", {"c": FANOUT_LOCK[0], "o": FANOUT_LOCK[1]}
+    )
+
+
+def fanout_lock_holder(connection: Connection) -> int | None:
+    """The backend pid holding the fan-out lock, if any."""
+    return connection.exec_driver_sql(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND classid = %(c)s AND objid = %(o)s AND objsubid = 2",
+        {"c": FANOUT_LOCK[0], "o": FANOUT_LOCK[1]},
+    ).scalar()

@@ -16,7 +16,9 @@ time per process (a fan-out uses processes or a lock, not bare threads).
 
 from __future__ import annotations
 
+import io
 import threading
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
 from .binding import set_local_search_path
+from .errors import UnknownRevision
 from .naming import quote_ident
 
 #: Alembic's proxies are process-global; this keeps two threads from interleaving runs.
@@ -69,10 +72,20 @@ def use_schema(connection: Connection, schema_name: str) -> None:
 def configure_tenant_context(
     env: EnvironmentContext, connection: Connection, schema_name: str, **options: Any
 ) -> None:
-    """Configure an Alembic environment for one tenant schema; shared by env.py and the runner."""
+    """Configure an Alembic environment for one tenant schema; shared by env.py and the runner.
+
+    Inside a transaction the search_path is transaction-local. A run outside any
+    transaction (``tenantry_outside_transaction``) sets it for the session instead; its
+    caller owns the connection and resets it.
+    """
     from app.models.tenant import TenantBase
 
-    use_schema(connection, schema_name)
+    if options.get("tenantry_outside_transaction", False):
+        connection.exec_driver_sql(
+            "SELECT set_config('search_path', %(path)s, false)", {"path": quote_ident(schema_name)}
+        )
+    else:
+        use_schema(connection, schema_name)
     env.configure(
         connection=connection,
         target_metadata=TenantBase.metadata,
@@ -100,6 +113,113 @@ def current_revision(connection: Connection, schema_name: str) -> str | None:
     ).scalar()
 
 
+def resolve_target(target: str, location: str | None = None) -> str | None:
+    """The revision id ``target`` names (``head``, ``base`` or a revision id or prefix).
+
+    :raise UnknownRevision: the tenant stream has no such revision.
+    """
+    script = tenant_script(location)
+    if target == "base":
+        return None
+    if target == "head":
+        return head_revision(location)
+    try:
+        found = script.get_revision(target)
+    except Exception as exc:  # alembic raises several CommandError/ResolutionError flavours
+        raise UnknownRevision(target) from exc
+    if found is None:
+        raise UnknownRevision(target)
+    return found.revision
+
+
+@dataclass(frozen=True)
+class Step:
+    """One revision to apply to a schema, and whether it may run inside a transaction."""
+
+    revision: str | None  # the revision the schema is at once this step is done
+    direction: str  # "upgrade" or "downgrade"
+    transactional: bool
+
+
+def plan_steps(current: str | None, target: str | None, location: str | None = None) -> list[Step]:
+    """The revisions between ``current`` and ``target``, in the order they run."""
+    if current == target:
+        return []
+    script = tenant_script(location)
+    ancestors = set() if current is None else {
+        rev.revision for rev in script.iterate_revisions(current, "base")
+    }
+    if target is None or target in ancestors:  # going down
+        steps = []
+        for rev in script.iterate_revisions(current, target or "base"):
+            if rev.revision == target:
+                break
+            after = rev.down_revision if isinstance(rev.down_revision, str | None) else None
+            steps.append(Step(after, "downgrade", _transactional(rev)))
+        return steps
+    revs = reversed(list(script.iterate_revisions(target, current or "base", implicit_base=True)))
+    return [Step(rev.revision, "upgrade", _transactional(rev)) for rev in revs if rev.revision != current]
+
+
+def _transactional(script: Any) -> bool:
+    return bool(getattr(script.module, "run_in_transaction", True))
+
+
+def outside_transaction() -> bool:
+    """For migration scripts: does this revision run outside a transaction right now?
+
+    A revision that declares ``run_in_transaction = False`` is applied by the fan-out in
+    autocommit mode (so it may ``CREATE INDEX CONCURRENTLY``), but provisioning still
+    applies it inside its one transaction, on a new and empty schema nobody can see
+    yet. Write such DDL as ``op.create_index(..., postgresql_concurrently=outside_transaction())``.
+    """
+    from alembic import op
+
+    return bool(op.get_context().opts.get("tenantry_outside_transaction", False))
+
+
+def migrate_schema(
+    connection: Connection,
+    schema_name: str,
+    target: str | None,
+    *,
+    location: str | None = None,
+    outside_transaction: bool = False,
+) -> str | None:
+    """Move one schema to ``target`` (up or down) on ``connection``; return where it is now.
+
+    Runs inside the transaction already open on ``connection`` and does not commit
+    (with ``outside_transaction``, the connection is in autocommit mode and every
+    statement commits as it goes: only for revisions written to be re-run). The
+    search_path is replaced for the rest of the transaction; callers that go on with
+    other work re-apply their own.
+    """
+    script = tenant_script(location)
+    cfg = tenant_config(location)
+    destination = target or "base"
+
+    def step(rev: Any, context: Any) -> Any:
+        if destination in {r.revision for r in _ancestors(script, rev)}:
+            return script._downgrade_revs(destination, rev)
+        return script._upgrade_revs(destination, rev)
+
+    with _run_lock, EnvironmentContext(cfg, script, fn=step, destination_rev=destination) as env:
+        configure_tenant_context(
+            env, connection, schema_name,
+            transactional_ddl=not outside_transaction,
+            tenantry_outside_transaction=outside_transaction,
+        )
+        with env.begin_transaction():
+            env.run_migrations()
+        return env.get_context().get_current_revision()
+
+
+def _ancestors(script: ScriptDirectory, heads: Any) -> list[Any]:
+    if not heads:
+        return []
+    return list(script.iterate_revisions(heads, "base"))
+
+
 def upgrade_schema(
     connection: Connection,
     schema_name: str,
@@ -110,17 +230,39 @@ def upgrade_schema(
     """Upgrade one schema to ``target`` on ``connection``; return the revision it is now at.
 
     Runs inside the transaction already open on ``connection`` and does not commit.
-    The caller's search_path is replaced for the rest of the transaction; callers that
-    go on with other work re-apply their own.
     """
+    return migrate_schema(connection, schema_name, resolve_target(target, location), location=location)
+
+
+def render_sql(
+    schema_name: str, current: str | None, target: str | None, *, location: str | None = None
+) -> str:
+    """The SQL that moves ``schema_name`` from ``current`` to ``target``, without running it."""
+    from app.models.tenant import TenantBase
+
     script = tenant_script(location)
     cfg = tenant_config(location)
+    destination = target or "base"
+    downgrade = current is not None and destination in {r.revision for r in _ancestors(script, current)}
+    buffer = io.StringIO()
 
     def step(rev: Any, context: Any) -> Any:
-        return script._upgrade_revs(target, rev)
+        if downgrade:
+            return script._downgrade_revs(destination, current)
+        return script._upgrade_revs(destination, current)
 
-    with _run_lock, EnvironmentContext(cfg, script, fn=step, destination_rev=target) as env:
-        configure_tenant_context(env, connection, schema_name)
+    with _run_lock, EnvironmentContext(
+        cfg, script, fn=step, as_sql=True, starting_rev=current, destination_rev=destination
+    ) as env:
+        env.configure(
+            dialect_name="postgresql",
+            target_metadata=TenantBase.metadata,
+            version_table_schema=schema_name,
+            literal_binds=True,
+            output_buffer=buffer,
+            tenantry_outside_transaction=False,
+        )
         with env.begin_transaction():
+            env.execute(f"SET LOCAL search_path TO {quote_ident(schema_name)}")
             env.run_migrations()
-        return env.get_context().get_current_revision()
+    return buffer.getvalue()
