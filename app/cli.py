@@ -19,7 +19,7 @@ from alembic import command
 from flask import current_app
 from flask.cli import AppGroup
 
-from . import public_migrations
+from . import fanout_cli, public_migrations
 from .extensions import db
 from .models.public import Tenant
 from .tenancy import directory, migrations
@@ -181,3 +181,6 @@ def tenants_revision(message: str, autogenerate: bool) -> None:
         cfg.attributes.update(connection=connection, schema_name=scratch)
         command.revision(cfg, message=message, autogenerate=True)
         connection.rollback()
+
+
+fanout_cli.register(tenants_cli)  # flask tenants migrate|status|check

@@ -146,10 +146,7 @@ def plan_steps(current: str | None, target: str | None, location: str | None = N
     if current == target:
         return []
     script = tenant_script(location)
-    ancestors = set() if current is None else {
-        rev.revision for rev in script.iterate_revisions(current, "base")
-    }
-    if target is None or target in ancestors:  # going down
+    if _is_downgrade(script, current, target):
         steps = []
         for rev in script.iterate_revisions(current, target or "base"):
             if rev.revision == target:
@@ -199,7 +196,7 @@ def migrate_schema(
     destination = target or "base"
 
     def step(rev: Any, context: Any) -> Any:
-        if destination in {r.revision for r in _ancestors(script, rev)}:
+        if _is_downgrade(script, rev, target):
             return script._downgrade_revs(destination, rev)
         return script._upgrade_revs(destination, rev)
 
@@ -214,10 +211,11 @@ def migrate_schema(
         return env.get_context().get_current_revision()
 
 
-def _ancestors(script: ScriptDirectory, heads: Any) -> list[Any]:
-    if not heads:
-        return []
-    return list(script.iterate_revisions(heads, "base"))
+def _is_downgrade(script: ScriptDirectory, current: Any, target: str | None) -> bool:
+    """Is ``target`` below ``current`` (base is below everything)?"""
+    if not current or current == target:
+        return False
+    return target is None or target in {r.revision for r in script.iterate_revisions(current, "base")}
 
 
 def upgrade_schema(
@@ -243,7 +241,7 @@ def render_sql(
     script = tenant_script(location)
     cfg = tenant_config(location)
     destination = target or "base"
-    downgrade = current is not None and destination in {r.revision for r in _ancestors(script, current)}
+    downgrade = _is_downgrade(script, current, target)
     buffer = io.StringIO()
 
     def step(rev: Any, context: Any) -> Any:

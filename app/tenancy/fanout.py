@@ -1,0 +1,515 @@
+"""Migrate many tenant schemas: plan, run them in parallel worker processes, record each outcome.
+
+The coordinator (this module) holds one connection for the whole run. On it:
+
+- a session-level advisory lock that a second fan-out cannot take (it fails at once
+  with :class:`FanoutLocked`, naming the run that holds the lock);
+- the plan: every selected tenant whose recorded ``schema_revision`` is not the target;
+- the ledger: one ``migration_runs`` row, kept up to date while the run goes, and a
+  ``migration_outcomes`` row for each schema that failed.
+
+The schemas themselves are migrated by worker processes
+(:mod:`app.tenancy.fanout_worker`), one transaction per schema, each worker with its
+own connection. A worker writes a successful schema's outcome row in that schema's
+transaction, so the ledger never claims a change that did not commit. Lock timeouts
+are retried later with exponential backoff, after the worker has moved on to other
+schemas, so one blocked tenant holds nobody up. Tenants provisioned while the run goes
+are picked up before it ends.
+
+Killing the coordinator at any moment is safe: each schema's transaction commits or
+rolls back whole, the workers see their stdin close and stop, the lock goes with the
+connection, and the next run marks this one ``aborted`` and converges.
+"""
+
+from __future__ import annotations
+
+import getpass
+import heapq
+import json
+import os
+import random
+import selectors
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Connection
+from sqlalchemy.pool import NullPool
+
+from . import locks, migrations
+from .errors import FanoutLocked, TenantNotFound
+from .naming import quote_ident
+
+
+def default_jobs() -> int:
+    """Parallel workers when not told: schema DDL is mostly waiting on the server."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class FanoutOptions:
+    target: str = "head"
+    slugs: tuple[str, ...] = ()
+    batch: int | None = None
+    jobs: int = field(default_factory=default_jobs)
+    fail_fast: bool = False
+    lock_timeout: float = 3.0
+    statement_timeout: float = 0.0  # 0: no limit
+    retries: int = 3
+    backoff: float = 0.5  # seconds before the first retry; doubles each time
+    recycle_after: int = 250  # schemas per worker connection
+    location: str | None = None
+
+
+@dataclass(frozen=True)
+class PlannedTenant:
+    tenant_id: int
+    slug: str
+    revision: str | None  # as recorded in public.tenants
+
+
+@dataclass(frozen=True)
+class Plan:
+    target: str | None
+    pending: list[PlannedTenant]  # this run migrates these
+    current: list[PlannedTenant]  # already at the target
+    deferred: list[PlannedTenant]  # behind, but beyond --batch: a later run takes them
+
+    @property
+    def selected(self) -> int:
+        return len(self.pending) + len(self.current) + len(self.deferred)
+
+
+@dataclass(frozen=True)
+class TenantOutcome:
+    slug: str
+    tenant_id: int
+    status: str  # migrated | current | failed | deleted
+    from_revision: str | None
+    to_revision: str | None
+    attempts: int
+    duration_ms: float
+    error: str | None = None
+
+
+@dataclass
+class Counts:
+    selected: int = 0  # tenants the run looked at
+    total: int = 0  # schemas it works on (grows when tenants are provisioned meanwhile)
+    processed: int = 0  # of those, how many have an outcome
+    migrated: int = 0
+    current: int = 0  # at the target already (from the plan, or found so by a worker)
+    failed: int = 0
+    deleted: int = 0  # deleted while the run went on
+    skipped: int = 0  # not attempted: --fail-fast stopped the run
+    remaining: int = 0  # left behind for a later run by --batch
+
+
+@dataclass
+class RunReport:
+    run_id: int
+    target: str | None
+    counts: Counts
+    failures: list[TenantOutcome]
+    elapsed_s: float
+    status: str  # succeeded | failed | aborted
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.status == "succeeded" else 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "target": self.target, "status": self.status,
+            "elapsed_s": round(self.elapsed_s, 3), **asdict(self.counts),
+            "failures": [asdict(f) for f in self.failures],
+        }
+
+
+class Progress(Protocol):
+    """What a fan-out reports while it runs; the CLI draws a bar or writes log lines."""
+
+    def started(self, run_id: int, counts: Counts) -> None: ...
+    def outcome(self, outcome: TenantOutcome, counts: Counts) -> None: ...
+    def retrying(self, slug: str, attempt: int, delay: float, error: str) -> None: ...
+    def grew(self, added: int, counts: Counts) -> None: ...
+
+
+class NoProgress:
+    def started(self, run_id: int, counts: Counts) -> None: pass
+    def outcome(self, outcome: TenantOutcome, counts: Counts) -> None: pass
+    def retrying(self, slug: str, attempt: int, delay: float, error: str) -> None: pass
+    def grew(self, added: int, counts: Counts) -> None: pass
+
+
+# --- planning ---------------------------------------------------------------
+
+
+def plan(connection: Connection, options: FanoutOptions) -> Plan:
+    """Which tenants this run would migrate, from the revisions recorded in ``public.tenants``.
+
+    :raise UnknownRevision: ``options.target`` names no revision.
+    :raise TenantNotFound: a slug given in ``options.slugs`` has no tenant.
+    """
+    target = migrations.resolve_target(options.target, options.location)
+    rows = _tenants(connection, options.slugs)
+    if options.slugs:
+        missing = sorted(set(options.slugs) - {row.slug for row in rows})
+        if missing:
+            raise TenantNotFound(missing[0])
+    pending = [row for row in rows if row.revision != target]
+    current = [row for row in rows if row.revision == target]
+    deferred: list[PlannedTenant] = []
+    if options.batch is not None:
+        pending, deferred = pending[: options.batch], pending[options.batch :]
+    return Plan(target=target, pending=pending, current=current, deferred=deferred)
+
+
+def _tenants(connection: Connection, slugs: tuple[str, ...] = ()) -> list[PlannedTenant]:
+    sql = "SELECT id, slug, schema_revision FROM public.tenants"
+    params: dict[str, Any] = {}
+    if slugs:
+        sql += " WHERE slug = ANY(%(slugs)s)"
+        params["slugs"] = list(slugs)
+    rows = connection.exec_driver_sql(sql + " ORDER BY slug", params).all()
+    return [PlannedTenant(*row) for row in rows]
+
+
+def render_plan_sql(
+    connection: Connection, the_plan: Plan, location: str | None = None
+) -> Iterator[tuple[PlannedTenant, str | None, str]]:
+    """The SQL each pending schema would run: ``(tenant, revision it is at now, sql)``.
+
+    The starting revision is read from each schema's own ``alembic_version``, not the
+    ledger, because the SQL has to fit the schema as it is.
+    """
+    for tenant in the_plan.pending:
+        schema = f"t_{tenant.slug}"
+        exists = connection.exec_driver_sql(
+            "SELECT to_regclass(%(t)s) IS NOT NULL", {"t": f"{quote_ident(schema)}.alembic_version"}
+        ).scalar()
+        current = migrations.current_revision(connection, schema) if exists else None
+        yield tenant, current, migrations.render_sql(schema, current, the_plan.target, location=location)
+
+
+# --- running ----------------------------------------------------------------
+
+
+def run(url: str, options: FanoutOptions, progress: Progress | None = None) -> RunReport:
+    """Migrate the planned schemas; return the report (also kept in the ledger).
+
+    ``url`` is a SQLAlchemy URL string with its password (the workers connect with it).
+
+    :raise FanoutLocked: another run holds the fan-out lock.
+    :raise UnknownRevision, TenantNotFound: see :func:`plan`.
+    """
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            if not locks.try_lock_fanout(connection):
+                raise FanoutLocked(describe_holder(connection))
+            try:
+                return _Run(connection, url, options, progress or NoProgress()).execute()
+            finally:
+                if not connection.invalidated:
+                    locks.unlock_fanout(connection)
+    finally:
+        engine.dispose()
+
+
+def describe_holder(connection: Connection) -> str:
+    """A sentence naming the run that holds the fan-out lock, for the refused one."""
+    pid = locks.fanout_lock_holder(connection)
+    if pid is None:
+        return "it was released meanwhile; try again"
+    row = connection.exec_driver_sql(
+        "SELECT id, started_by, hostname, pid, started_at FROM public.migration_runs"
+        " WHERE backend_pid = %(pid)s AND status = 'running' ORDER BY id DESC LIMIT 1",
+        {"pid": pid},
+    ).first()
+    if row is None:
+        return f"PostgreSQL backend {pid} (no run recorded yet)"
+    run_id, started_by, hostname, os_pid, started_at = row
+    return f"run {run_id} started by {started_by} on {hostname} (pid {os_pid}) at {started_at:%Y-%m-%d %H:%M:%S%z}"
+
+
+class _Worker:
+    """A worker process and the task it is on."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        env = dict(os.environ)
+        # The worker imports this package by name: make sure it finds the same copy.
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.tenancy.fanout_worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0,
+        )
+        self.buffer = b""
+        self.ready = False
+        self.task: dict[str, Any] | None = None
+        self._write(settings)
+
+    def _write(self, message: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(message) + "\n").encode())
+
+    def send(self, task: dict[str, Any]) -> None:
+        self.task = task
+        self._write(task)
+
+    def read(self) -> list[dict[str, Any]] | None:
+        """The complete messages that arrived; None when the worker has exited."""
+        assert self.proc.stdout is not None
+        data = os.read(self.proc.stdout.fileno(), 65536)
+        if not data:
+            return None
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def stop(self, timeout: float = 30.0) -> None:
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            self.proc.wait(timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        finally:
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+
+
+class _Run:
+    """One run: the ledger row, the queue, the workers, the retries."""
+
+    def __init__(self, connection: Connection, url: str, options: FanoutOptions, progress: Progress) -> None:
+        self.connection = connection
+        self.url = url
+        self.options = options
+        self.progress = progress
+        self.counts = Counts()
+        self.failures: list[TenantOutcome] = []
+        self.queue: deque[dict[str, Any]] = deque()
+        self.delayed: list[tuple[float, int, dict[str, Any]]] = []
+        self.seen: set[int] = set()
+        self.workers: list[_Worker] = []
+        self.selector = selectors.DefaultSelector()
+        self.stopping = False  # --fail-fast tripped: schedule nothing new
+        self.spawn_budget = max(2, options.jobs * 3)
+        self._sequence = 0
+        self._flushed = 0.0
+
+    def execute(self) -> RunReport:
+        started = time.monotonic()
+        self._abort_stale_runs()
+        the_plan = plan(self.connection, self.options)
+        self.target = the_plan.target
+        self.run_id = self._insert_run(the_plan)
+        self.counts.selected = the_plan.selected
+        self.counts.total = len(the_plan.pending)
+        self.counts.current = len(the_plan.current)
+        self.counts.remaining = len(the_plan.deferred)
+        self.seen.update(t.tenant_id for t in (*the_plan.pending, *the_plan.current, *the_plan.deferred))
+        self.queue.extend(self._task(t) for t in the_plan.pending)
+        self.progress.started(self.run_id, self.counts)
+        status = "aborted"
+        try:
+            self._loop()
+            self.counts.skipped = len(self.queue) + len(self.delayed)
+            status = "succeeded" if not (self.counts.failed or self.counts.skipped) else "failed"
+        finally:
+            for worker in self.workers:
+                worker.stop(timeout=5.0 if status == "aborted" else 60.0)
+            self.selector.close()
+            if not self.connection.invalidated:
+                self._finish_run(status)
+        return RunReport(
+            run_id=self.run_id, target=self.target, counts=self.counts, failures=self.failures,
+            elapsed_s=time.monotonic() - started, status=status,
+        )
+
+    # -- the loop
+
+    def _loop(self) -> None:
+        while True:
+            now = time.monotonic()
+            while self.delayed and self.delayed[0][0] <= now:
+                self.queue.append(heapq.heappop(self.delayed)[2])
+            self._spawn_workers()
+            for worker in self.workers:
+                if worker.ready and worker.task is None and self.queue and not self.stopping:
+                    worker.send(self.queue.popleft())
+            busy = any(worker.task is not None for worker in self.workers)
+            if not busy and (self.stopping or (not self.queue and not self.delayed)):
+                if self.stopping or not self._take_newcomers():
+                    return
+                continue
+            timeout = 0.5
+            if self.delayed:
+                timeout = max(0.0, min(timeout, self.delayed[0][0] - now))
+            for key, _ in self.selector.select(timeout):
+                self._receive(key.data)
+            if time.monotonic() - self._flushed > 2.0:
+                self._update_run("running")
+
+    def _spawn_workers(self) -> None:
+        wanted = min(self.options.jobs, len(self.queue) + sum(w.task is not None for w in self.workers))
+        while len(self.workers) < wanted and not self.stopping:
+            if self.spawn_budget <= 0:
+                raise RuntimeError("fan-out workers keep exiting; see their errors above")
+            self.spawn_budget -= 1
+            worker = _Worker({
+                "url": self.url, "location": self.options.location, "target": self.target,
+                "lock_timeout": self.options.lock_timeout,
+                "statement_timeout": self.options.statement_timeout,
+                "run_id": self.run_id, "recycle_after": self.options.recycle_after,
+            })
+            assert worker.proc.stdout is not None
+            self.selector.register(worker.proc.stdout, selectors.EVENT_READ, worker)
+            self.workers.append(worker)
+
+    def _receive(self, worker: _Worker) -> None:
+        messages = worker.read()
+        if messages is None:  # the worker exited: its task, if any, is tried again elsewhere
+            assert worker.proc.stdout is not None
+            self.selector.unregister(worker.proc.stdout)
+            self.workers.remove(worker)
+            code = worker.proc.wait()
+            worker.stop()
+            if worker.task is not None:
+                self._handle(worker.task, {
+                    "status": "failed", "retryable": True, "duration_ms": 0.0,
+                    "error": f"worker process exited with status {code}",
+                })
+            return
+        for message in messages:
+            if message.get("ready"):
+                worker.ready = True
+                continue
+            task, worker.task = worker.task, None
+            assert task is not None
+            self._handle(task, message)
+
+    def _handle(self, task: dict[str, Any], result: dict[str, Any]) -> None:
+        attempt = task["attempt"]
+        if result["status"] == "failed" and result.get("retryable") and attempt <= self.options.retries:
+            delay = min(30.0, self.options.backoff * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+            self._sequence += 1
+            heapq.heappush(
+                self.delayed, (time.monotonic() + delay, self._sequence, {**task, "attempt": attempt + 1})
+            )
+            self.progress.retrying(task["slug"], attempt, delay, result.get("error") or "")
+            return
+        outcome = TenantOutcome(
+            slug=task["slug"], tenant_id=task["tenant_id"], status=result["status"],
+            from_revision=result.get("from", task["revision"]), to_revision=result.get("to"), attempts=attempt,
+            duration_ms=result.get("duration_ms", 0.0), error=result.get("error"),
+        )
+        if outcome.status == "failed":
+            self.counts.failed += 1
+            self.failures.append(outcome)
+            self._record_failure(outcome)
+            if self.options.fail_fast:
+                self.stopping = True
+        elif outcome.status == "migrated":
+            self.counts.migrated += 1
+        elif outcome.status == "current":
+            self.counts.current += 1
+        else:
+            self.counts.deleted += 1
+        self.counts.processed += 1
+        self.progress.outcome(outcome, self.counts)
+
+    def _take_newcomers(self) -> bool:
+        """Queue tenants provisioned since the plan (a full run leaves none behind)."""
+        if self.options.slugs or self.options.batch is not None:
+            return False
+        fresh = [
+            t for t in _tenants(self.connection)
+            if t.tenant_id not in self.seen and t.revision != self.target
+        ]
+        self.seen.update(t.tenant_id for t in fresh)
+        if not fresh:
+            return False
+        self.queue.extend(self._task(t) for t in fresh)
+        self.counts.total += len(fresh)
+        self.counts.selected += len(fresh)
+        self.progress.grew(len(fresh), self.counts)
+        return True
+
+    @staticmethod
+    def _task(tenant: PlannedTenant) -> dict[str, Any]:
+        return {"tenant_id": tenant.tenant_id, "slug": tenant.slug, "revision": tenant.revision, "attempt": 1}
+
+    # -- the ledger
+
+    def _abort_stale_runs(self) -> None:
+        # We hold the lock, so a run still marked running lost its connection: it died.
+        self.connection.exec_driver_sql(
+            "UPDATE public.migration_runs SET status = 'aborted', finished_at = now()"
+            " WHERE status = 'running'"
+        )
+
+    def _insert_run(self, the_plan: Plan) -> int:
+        options = {k: v for k, v in asdict(self.options).items() if k != "location"}
+        options["slugs"] = list(self.options.slugs)
+        return self.connection.exec_driver_sql(
+            "INSERT INTO public.migration_runs (status, target_revision, options, started_by,"
+            " hostname, pid, backend_pid, selected, remaining)"
+            " VALUES ('running', %(target)s, %(options)s, %(by)s, %(host)s, %(pid)s,"
+            " pg_backend_pid(), %(selected)s, %(remaining)s) RETURNING id",
+            {
+                "target": the_plan.target or "base", "options": json.dumps(options),
+                "by": f"{_user()}@{socket.gethostname()}", "host": socket.gethostname(),
+                "pid": os.getpid(), "selected": the_plan.selected, "remaining": len(the_plan.deferred),
+            },
+        ).scalar_one()
+
+    def _update_run(self, status: str) -> None:
+        self._flushed = time.monotonic()
+        c = self.counts
+        self.connection.exec_driver_sql(
+            "UPDATE public.migration_runs SET status = %(status)s, selected = %(selected)s,"
+            " migrated = %(migrated)s, current = %(current)s, failed = %(failed)s,"
+            " skipped = %(skipped)s, remaining = %(remaining)s,"
+            " finished_at = CASE WHEN %(finished)s THEN now() END"
+            " WHERE id = %(id)s",
+            {
+                "status": status, "selected": c.selected, "migrated": c.migrated,
+                "current": c.current, "failed": c.failed, "skipped": c.skipped,
+                "remaining": c.remaining, "id": self.run_id, "finished": status != "running",
+            },
+        )
+
+    def _finish_run(self, status: str) -> None:
+        self._update_run(status)
+
+    def _record_failure(self, outcome: TenantOutcome) -> None:
+        self.connection.exec_driver_sql(
+            "INSERT INTO public.migration_outcomes (run_id, tenant_id, tenant_slug, from_revision,"
+            " to_revision, status, attempts, duration_ms, error)"
+            " VALUES (%(run)s, %(tid)s, %(slug)s, %(from)s, %(to)s, 'failed', %(attempts)s,"
+            " %(ms)s, %(error)s)",
+            {
+                "run": self.run_id, "tid": outcome.tenant_id, "slug": outcome.slug,
+                "from": outcome.from_revision, "to": self.target, "attempts": outcome.attempts,
+                "ms": outcome.duration_ms, "error": outcome.error,
+            },
+        )
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry for this uid (containers)
+        return str(os.getuid())
