@@ -17,6 +17,7 @@ from typing import TextIO
 
 import click
 from flask import current_app
+from flask.cli import with_appcontext
 
 from .extensions import db
 from .tenancy import drift, fanout, migrations
@@ -113,6 +114,7 @@ def register(group: click.Group) -> None:
 
 
 @click.command("migrate")
+@with_appcontext
 @click.option("--to", "target", default="head", show_default=True,
               help="Target revision; one below a schema's revision downgrades it.")
 @click.option("--tenant", "slugs", multiple=True, metavar="SLUG", help="Only this tenant (repeatable).")
@@ -214,6 +216,7 @@ def _preview(options: FanoutOptions, *, as_sql: bool, as_json: bool) -> None:
 
 
 @click.command("status")
+@with_appcontext
 @click.option("--behind", is_flag=True, help="List only tenants not at head.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def tenants_status(behind: bool, as_json: bool) -> None:
@@ -240,6 +243,7 @@ def tenants_status(behind: bool, as_json: bool) -> None:
 
 
 @click.command("check")
+@with_appcontext
 @click.option("--tenant", "slugs", multiple=True, metavar="SLUG", help="Only this tenant (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def tenants_check(slugs: tuple[str, ...], as_json: bool) -> None:

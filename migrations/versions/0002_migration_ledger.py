@@ -38,7 +38,8 @@ def upgrade() -> None:
     sa.Column('remaining', sa.Integer(), server_default='0', nullable=False),
     sa.Column('started_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
-    sa.CheckConstraint("status IN ('running', 'succeeded', 'failed', 'aborted')", name=op.f('ck_migration_runs_status_known')),
+    sa.CheckConstraint("status IN ('running', 'succeeded', 'failed', 'aborted')",
+                       name=op.f('ck_migration_runs_status_known')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_migration_runs')),
     schema='public'
     )
@@ -54,14 +55,18 @@ def upgrade() -> None:
     sa.Column('duration_ms', sa.Float(), nullable=False),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('finished_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.CheckConstraint("status IN ('migrated', 'current', 'failed', 'deleted')", name=op.f('ck_migration_outcomes_status_known')),
-    sa.ForeignKeyConstraint(['run_id'], ['public.migration_runs.id'], name=op.f('fk_migration_outcomes_run_id_migration_runs'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['tenant_id'], ['public.tenants.id'], name=op.f('fk_migration_outcomes_tenant_id_tenants'), ondelete='SET NULL'),
+    sa.CheckConstraint("status IN ('migrated', 'current', 'failed', 'deleted')",
+                       name=op.f('ck_migration_outcomes_status_known')),
+    sa.ForeignKeyConstraint(['run_id'], ['public.migration_runs.id'],
+                            name=op.f('fk_migration_outcomes_run_id_migration_runs'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['tenant_id'], ['public.tenants.id'],
+                            name=op.f('fk_migration_outcomes_tenant_id_tenants'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_migration_outcomes')),
     sa.UniqueConstraint('run_id', 'tenant_slug', name=op.f('uq_migration_outcomes_run_id_tenant_slug')),
     schema='public'
     )
-    op.create_index('ix_migration_outcomes_tenant_id', 'migration_outcomes', ['tenant_id'], unique=False, schema='public')
+    op.create_index('ix_migration_outcomes_tenant_id', 'migration_outcomes', ['tenant_id'],
+                    unique=False, schema='public')
 
 
 def downgrade() -> None:
