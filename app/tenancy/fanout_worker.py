@@ -28,6 +28,7 @@ import sys
 import time
 from typing import Any
 
+from psycopg import sql
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -35,7 +36,7 @@ from sqlalchemy.pool import NullPool
 
 from . import migrations
 from .locks import LOCK_NAMESPACE
-from .naming import quote_ident
+from .naming import quote_ident, schema_name_for, validate_slug
 
 #: SQLSTATEs worth another attempt: lock_not_available (lock_timeout), deadlock, serialization.
 RETRYABLE_SQLSTATES = frozenset({"55P03", "40P01", "40001"})
@@ -45,16 +46,7 @@ _PREAMBLE = (
     " set_config('statement_timeout', %(statement_timeout)s, true),"
     " pg_advisory_xact_lock(%(ns)s, hashtext(%(slug)s))"
 )
-_TENANT = (
-    "SELECT schema_name, to_regclass(quote_ident(schema_name) || '.alembic_version') IS NOT NULL"
-    " FROM public.tenants WHERE id = %(id)s"
-)
 _RECORD_REVISION = "UPDATE public.tenants SET schema_revision = %(rev)s WHERE id = %(id)s"
-_RECORD_OUTCOME = (
-    "INSERT INTO public.migration_outcomes"
-    " (run_id, tenant_id, tenant_slug, from_revision, to_revision, status, attempts, duration_ms)"
-    " VALUES (%(run_id)s, %(id)s, %(slug)s, %(from)s, %(to)s, %(status)s, %(attempts)s, %(ms)s)"
-)
 
 
 class SchemaMigrator:
@@ -73,7 +65,6 @@ class SchemaMigrator:
         self.engine: Engine = create_engine(settings["url"], poolclass=NullPool)
         self.connection: Connection | None = None
         self.served = 0
-        self.started = 0.0
         migrations.tenant_script(self.location)  # load the scripts once, before the first task
 
     def close(self) -> None:
@@ -96,7 +87,7 @@ class SchemaMigrator:
 
     def migrate(self, task: dict[str, Any]) -> dict[str, Any]:
         """Move one tenant's schema to the target; never raises for a database error."""
-        started = self.started = time.perf_counter()
+        started = time.perf_counter()
         result: dict[str, Any] = {"tenant_id": task["tenant_id"], "slug": task["slug"]}
         try:
             result.update(self._migrate(self._connection(), task))
@@ -112,26 +103,41 @@ class SchemaMigrator:
         return result
 
     def _migrate(self, connection: Connection, task: dict[str, Any]) -> dict[str, Any]:
-        params = {**self.timeouts, "ns": LOCK_NAMESPACE, "slug": task["slug"], "id": task["tenant_id"]}
+        slug = validate_slug(task["slug"])  # the literals below rely on it
+        schema_name = schema_name_for(slug)
+        literal = _literals(connection)
         with connection.begin():
-            connection.exec_driver_sql(_PREAMBLE, params)
-            row = connection.exec_driver_sql(_TENANT, params).first()
-            if row is None:
+            # One round trip: timeouts, the tenant lock, then (after the lock, in a new
+            # snapshot) whether the tenant still exists, its version table, its search_path.
+            exists, versioned, _ = connection.exec_driver_sql(
+                f"SELECT set_config('lock_timeout', {literal(self.timeouts['lock_timeout'])}, true),"
+                f" set_config('statement_timeout', {literal(self.timeouts['statement_timeout'])}, true),"
+                f" pg_advisory_xact_lock({LOCK_NAMESPACE}, hashtext({literal(slug)}));"
+                f" SELECT EXISTS (SELECT 1 FROM public.tenants WHERE id = {int(task['tenant_id'])}),"
+                f" to_regclass({literal(quote_ident(schema_name) + '.alembic_version')}) IS NOT NULL,"
+                f" set_config('search_path', {literal(quote_ident(schema_name))}, true)"
+            ).one()
+            if not exists:
                 return {"status": "deleted", "from": None, "to": None}
-            schema_name, versioned = row
             current = connection.exec_driver_sql(
                 f"SELECT version_num FROM {quote_ident(schema_name)}.alembic_version"
             ).scalar() if versioned else None
             steps = migrations.plan_steps(current, self.target, self.location)
             if not steps:
-                self._record(connection, task, current, current, "current")
+                connection.exec_driver_sql(self._record_sql(literal, task, current, current, "current"))
                 return {"status": "current", "from": current, "to": current}
             if all(step.transactional for step in steps):
-                reached = migrations.migrate_schema(
-                    connection, schema_name, self.target, location=self.location
-                )
-                self._record(connection, task, current, reached, "migrated")
-                return {"status": "migrated", "from": current, "to": reached}
+                rendered = migrations.rendered_path(current, self.target, self.location) if versioned else None
+                record = self._record_sql(literal, task, current, self.target, "migrated")
+                if rendered is not None:  # the path's SQL and the ledger, in one round trip
+                    connection.exec_driver_sql(rendered + record)
+                else:
+                    migrations.migrate_schema(
+                        connection, schema_name, self.target, location=self.location,
+                        known=migrations.SchemaState(current, bool(versioned)),
+                    )
+                    connection.exec_driver_sql(record)
+                return {"status": "migrated", "from": current, "to": self.target}
         return self._migrate_in_segments(connection, task, schema_name, current, steps)
 
     def _migrate_in_segments(
@@ -172,20 +178,37 @@ class SchemaMigrator:
                 connection.rollback()  # end SQLAlchemy's autobegun no-op transaction
                 connection.execution_options(isolation_level=connection.default_isolation_level)
         with connection.begin():
-            self._record(connection, task, current, reached, "migrated")
+            connection.exec_driver_sql(self._record_sql(_literals(connection), task, current, reached, "migrated"))
         return {"status": "migrated", "from": current, "to": reached}
 
-    def _record(
-        self, connection: Connection, task: dict[str, Any], before: str | None, after: str | None, status: str
-    ) -> None:
-        connection.exec_driver_sql(_RECORD_REVISION, {"rev": after, "id": task["tenant_id"]})
-        if self.run_id is None:
-            return
-        connection.exec_driver_sql(_RECORD_OUTCOME, {
-            "run_id": self.run_id, "id": task["tenant_id"], "slug": task["slug"], "from": before,
-            "to": after, "status": status, "attempts": task.get("attempt", 1),
-            "ms": round((time.perf_counter() - self.started) * 1000, 3),
-        })
+    def _record_sql(
+        self, literal: Any, task: dict[str, Any], before: str | None, after: str | None, status: str
+    ) -> str:
+        """The revision in public.tenants and the ledger row, as literal SQL for the same round trip.
+
+        ``duration_ms`` is the schema's transaction time on the server (lock wait included).
+        """
+        tenant_id = int(task["tenant_id"])
+        sql = f";UPDATE public.tenants SET schema_revision = {literal(after)} WHERE id = {tenant_id}"
+        if self.run_id is not None:
+            sql += (
+                ";INSERT INTO public.migration_outcomes (run_id, tenant_id, tenant_slug, from_revision,"
+                " to_revision, status, attempts, duration_ms) VALUES"
+                f" ({int(self.run_id)}, {tenant_id}, {literal(task['slug'])}, {literal(before)},"
+                f" {literal(after)}, {literal(status)}, {int(task.get('attempt', 1))},"
+                " extract(epoch FROM clock_timestamp() - now()) * 1000)"
+            )
+        return sql
+
+
+def _literals(connection: Connection) -> Any:
+    """A function quoting Python values as SQL literals the way psycopg does (for multi-statement text)."""
+    driver = connection.connection.driver_connection
+
+    def literal(value: Any) -> str:
+        return sql.Literal(value).as_string(driver)
+
+    return literal
 
 
 def _segments(steps: list[migrations.Step]) -> list[tuple[bool, str | None]]:

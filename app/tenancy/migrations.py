@@ -139,6 +139,7 @@ class Step:
     revision: str | None  # the revision the schema is at once this step is done
     direction: str  # "upgrade" or "downgrade"
     transactional: bool
+    renderable: bool = True  # may be applied as SQL rendered once (see rendered_path)
 
 
 def plan_steps(current: str | None, target: str | None, location: str | None = None) -> list[Step]:
@@ -152,14 +153,21 @@ def plan_steps(current: str | None, target: str | None, location: str | None = N
             if rev.revision == target:
                 break
             after = rev.down_revision if isinstance(rev.down_revision, str | None) else None
-            steps.append(Step(after, "downgrade", _transactional(rev)))
+            steps.append(Step(after, "downgrade", _transactional(rev), _renderable(rev)))
         return steps
     revs = reversed(list(script.iterate_revisions(target, current or "base", implicit_base=True)))
-    return [Step(rev.revision, "upgrade", _transactional(rev)) for rev in revs if rev.revision != current]
+    return [
+        Step(rev.revision, "upgrade", _transactional(rev), _renderable(rev))
+        for rev in revs if rev.revision != current
+    ]
 
 
 def _transactional(script: Any) -> bool:
     return bool(getattr(script.module, "run_in_transaction", True))
+
+
+def _renderable(script: Any) -> bool:
+    return bool(getattr(script.module, "render_as_sql", True))
 
 
 def outside_transaction() -> bool:
@@ -175,6 +183,18 @@ def outside_transaction() -> bool:
     return bool(op.get_context().opts.get("tenantry_outside_transaction", False))
 
 
+@dataclass(frozen=True)
+class SchemaState:
+    """What the caller already knows of a schema's ``alembic_version``, read in this transaction."""
+
+    revision: str | None
+    versioned: bool  # the alembic_version table exists (it may be empty at base)
+
+
+#: A schema just created in this transaction: no alembic_version table yet.
+NEW_SCHEMA = SchemaState(revision=None, versioned=False)
+
+
 def migrate_schema(
     connection: Connection,
     schema_name: str,
@@ -182,6 +202,7 @@ def migrate_schema(
     *,
     location: str | None = None,
     outside_transaction: bool = False,
+    known: SchemaState | None = None,
 ) -> str | None:
     """Move one schema to ``target`` (up or down) on ``connection``; return where it is now.
 
@@ -190,6 +211,11 @@ def migrate_schema(
     statement commits as it goes: only for revisions written to be re-run). The
     search_path is replaced for the rest of the transaction; callers that go on with
     other work re-apply their own.
+
+    ``known``: the schema's version state, when the caller has read it under its lock
+    in this transaction. Alembic then skips its own catalog probes (two ``has_table``
+    queries and two reads of ``alembic_version`` per schema, about 40% of a small
+    migration's time across thousands of schemas).
     """
     script = tenant_script(location)
     cfg = tenant_config(location)
@@ -206,9 +232,22 @@ def migrate_schema(
             transactional_ddl=not outside_transaction,
             tenantry_outside_transaction=outside_transaction,
         )
+        if known is not None:
+            _trust(env.get_context(), connection, known)
         with env.begin_transaction():
             env.run_migrations()
+        if known is not None:
+            return target  # run_migrations raised unless every step to the target ran
         return env.get_context().get_current_revision()
+
+
+def _trust(context: Any, connection: Connection, known: SchemaState) -> None:
+    """Answer Alembic's questions about the version table from what the caller read."""
+    context.get_current_heads = lambda: (known.revision,) if known.revision else ()
+    if known.versioned:
+        context._ensure_version_table = lambda purge=False: None
+    else:
+        context._ensure_version_table = lambda purge=False: context._version.create(connection)
 
 
 def _is_downgrade(script: ScriptDirectory, current: Any, target: str | None) -> bool:
@@ -236,6 +275,33 @@ def render_sql(
     schema_name: str, current: str | None, target: str | None, *, location: str | None = None
 ) -> str:
     """The SQL that moves ``schema_name`` from ``current`` to ``target``, without running it."""
+    return _render(current, target, location, schema_name)
+
+
+@lru_cache(maxsize=64)
+def rendered_path(current: str | None, target: str | None, location: str | None = None) -> str | None:
+    """The SQL of the path from ``current`` to ``target``, rendered once, for any schema.
+
+    Tenant migrations name their tables unqualified, so Alembic's offline rendering
+    (with an unqualified ``alembic_version``) is the same text for every schema: the
+    fan-out renders a path once and sends it to each schema in one round trip instead
+    of running Alembic's Python machinery per schema (which measured 3-5x the time of
+    the SQL itself). ``tenants check`` compares the result with schemas migrated online.
+
+    None when the path cannot be applied that way: a revision on it runs outside a
+    transaction, declares ``render_as_sql = False`` (it reads data through
+    ``op.get_bind()`` or branches on what it finds), or fails to render offline.
+    """
+    steps = plan_steps(current, target, location)
+    if not steps or not all(step.transactional and step.renderable for step in steps):
+        return None
+    try:
+        return _render(current, target, location, schema_name=None)
+    except Exception:  # e.g. op.get_bind() has no connection offline: run it online instead
+        return None
+
+
+def _render(current: str | None, target: str | None, location: str | None, schema_name: str | None) -> str:
     from app.models.tenant import TenantBase
 
     script = tenant_script(location)
@@ -258,9 +324,12 @@ def render_sql(
             version_table_schema=schema_name,
             literal_binds=True,
             output_buffer=buffer,
+            # Standalone scripts carry BEGIN/COMMIT; a rendered path runs in the caller's transaction.
+            transactional_ddl=schema_name is not None,
             tenantry_outside_transaction=False,
         )
         with env.begin_transaction():
-            env.execute(f"SET LOCAL search_path TO {quote_ident(schema_name)}")
+            if schema_name is not None:
+                env.execute(f"SET LOCAL search_path TO {quote_ident(schema_name)}")
             env.run_migrations()
     return buffer.getvalue()

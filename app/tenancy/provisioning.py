@@ -22,7 +22,7 @@ from .api_keys import IssuedApiKey, issue_api_key
 from .binding import set_search_path
 from .context import current_tenant
 from .errors import ProvisioningFailed, TenancyError, TenantAlreadyExists, UnknownPlan
-from .migrations import upgrade_schema
+from .migrations import NEW_SCHEMA, head_revision, migrate_schema
 from .naming import quote_ident, schema_name_for, validate_slug
 
 
@@ -100,7 +100,9 @@ def _provision(
         )
 
     connection.exec_driver_sql(f"CREATE SCHEMA {quote_ident(schema_name)}")
-    revision = upgrade_schema(connection, schema_name, "head", location=location)
+    revision = migrate_schema(
+        connection, schema_name, head_revision(location), location=location, known=NEW_SCHEMA
+    )
     set_search_path(connection, current_tenant())  # back to the caller's binding
 
     tenant = Tenant(

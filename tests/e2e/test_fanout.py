@@ -487,6 +487,30 @@ def test_a_revision_outside_transactions_builds_its_index_concurrently(make_tena
     assert revisions(engine, [fresh.slug])[fresh.slug][0] == "t0002"
 
 
+# --- rendered once, or run online ---------------------------------------------
+
+
+@pytest.mark.parametrize("header", ["render_as_sql = False", ""], ids=["declared-online", "fails-offline"])
+def test_a_revision_that_reads_data_runs_online_per_schema(make_tenant, engine, stream, fanout_app, header):
+    """Most paths are rendered to SQL once and sent to every schema; a revision that looks
+    at the data (op.get_bind()) cannot be, and is run through Alembic in each schema."""
+    empty, full = sorted(make_tenant().slug for _ in range(2))
+    add_repository(engine, full, "quiet")
+    stream.add("t0002", """
+        op.add_column("repositories", sa.Column("archived_at", sa.DateTime(timezone=True), nullable=True))
+        if op.get_bind().exec_driver_sql("SELECT count(*) FROM repositories").scalar():
+            op.execute("UPDATE repositories SET archived_at = '2026-01-01'")
+    """, 'op.drop_column("repositories", "archived_at")', header=header)
+    code, report, _ = migrate(fanout_app())
+    assert code == 0 and report["migrated"] == 2, report
+    with engine.connect() as conn:
+        archived = {
+            slug: conn.exec_driver_sql(f'SELECT count(archived_at) FROM "t_{slug}".repositories').scalar()
+            for slug in (empty, full)
+        }
+    assert archived == {empty: 0, full: 1}
+
+
 # --- drift ------------------------------------------------------------------
 
 

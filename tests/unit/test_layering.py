@@ -1,6 +1,8 @@
 """The core's contract: app.tenancy never imports flask or the HTTP layer."""
 
 import ast
+import subprocess
+import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -27,3 +29,14 @@ def test_core_module_imports_nothing_from_the_http_layer(module):
 def test_the_fixtures_are_registered_as_a_pytest_plugin():
     plugins = {ep.name: ep.value for ep in entry_points(group="pytest11")}
     assert plugins.get("tenantry") == "app.testing"
+
+
+def test_the_core_and_the_fanout_worker_import_without_flask():
+    """Fan-out workers start in a fraction of a second because they never load the web stack."""
+    probe = (
+        "import sys, app.tenancy, app.tenancy.fanout, app.tenancy.fanout_worker, app.tenancy.provisioning;"
+        "loaded = sorted(m for m in ('flask', 'flask_smorest', 'marshmallow', 'werkzeug') if m in sys.modules);"
+        "print(','.join(loaded))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""

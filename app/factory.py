@@ -1,0 +1,152 @@
+"""The application factory: config, extensions, blueprints, CLI, error handlers.
+
+``create_app()`` is the only entry point: nothing is configured, connected or started
+at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, request
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import UnsupportedMediaType
+
+from . import config as settings
+from .extensions import db, rest_api
+
+log = logging.getLogger("app")
+
+__all__ = ["create_app"]
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the application.
+
+    ``config`` replaces the environment entirely (tests pass explicit values); without
+    it, settings come from environment variables (``app.config``). With no database
+    URL, an embedded PostgreSQL is started and migrated (development mode).
+    """
+    values = settings.defaults()
+    values.update(settings.from_env() if config is None else config)
+    instance = settings.instance_path(values["INSTANCE_PATH"])
+    app = Flask("app", instance_path=str(instance))
+    app.config.from_mapping(values)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    logging.basicConfig(level=app.config["LOG_LEVEL"], stream=sys.stderr)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+    embedded = not app.config["SQLALCHEMY_DATABASE_URI"]
+    if embedded:
+        from . import embedded as embedded_pg
+
+        app.config["SQLALCHEMY_DATABASE_URI"] = embedded_pg.start(instance)
+    _configure_database(app)
+    _configure_api(app)
+    _configure_requests(app)
+
+    from .cli import db_cli, tenants_cli
+
+    app.cli.add_command(db_cli)
+    app.cli.add_command(tenants_cli)
+
+    if embedded:
+        _prepare_development(app, instance)
+    return app
+
+
+def _configure_database(app: Flask) -> None:
+    from .tenancy import binding
+
+    app.config["SQLALCHEMY_DATABASE_URI"] = settings.sqlalchemy_url(
+        app.config["SQLALCHEMY_DATABASE_URI"]
+    )
+    app.config.setdefault(
+        "SQLALCHEMY_ENGINE_OPTIONS",
+        {
+            "pool_pre_ping": True,
+            "pool_size": app.config["DB_POOL_SIZE"],
+            "max_overflow": app.config["DB_MAX_OVERFLOW"],
+            "pool_timeout": app.config["DB_POOL_TIMEOUT"],
+            "pool_recycle": app.config["DB_POOL_RECYCLE"],
+            "connect_args": {"application_name": "tenantry"},
+        },
+    )
+    db.init_app(app)
+    binding.install(db.session)
+
+
+def _configure_api(app: Flask) -> None:
+    from .api import errors, health
+    from .api.admin import tenants
+    from .api.tenant import repositories
+    from .schemas.common import ProblemSchema
+
+    app.config.update(
+        API_TITLE="Tenantry",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/v1",
+        OPENAPI_JSON_PATH="openapi.json",
+    )
+    rest_api.ERROR_SCHEMA = ProblemSchema
+    rest_api.init_app(app, spec_kwargs={"components": {"securitySchemes": {
+        "bearer": {"type": "http", "scheme": "bearer"}}}})
+    rest_api.spec.options["security"] = [{"bearer": []}]
+    for blueprint in (health.blp, tenants.blp, repositories.blp):
+        rest_api.register_blueprint(blueprint)
+    errors.register(app)
+
+
+def _configure_requests(app: Flask) -> None:
+    from .api.auth import release_tenant
+    from .api.errors import handle_exception
+
+    @app.before_request
+    def require_json_body() -> None:
+        if request.method in {"POST", "PUT", "PATCH"} and request.content_length:
+            if not request.is_json:
+                raise UnsupportedMediaType("Send the body as application/json.")
+
+    @app.after_request
+    def commit_unit_of_work(response):  # type: ignore[no-untyped-def]
+        """The request's one transaction: committed when it succeeded, else rolled back."""
+        if response.status_code >= 400:
+            db.session.rollback()
+            return response
+        try:
+            db.session.commit()
+        except SQLAlchemyError as exc:
+            db.session.rollback()
+            return handle_exception(exc)
+        return response
+
+    app.teardown_request(release_tenant)
+
+
+def _prepare_development(app: Flask, instance: Path) -> None:
+    """Embedded mode only: migrate the public schema and make sure an admin token exists."""
+    from . import public_migrations
+
+    with app.app_context():
+        public_migrations.upgrade(db.engine)
+    if app.config.get("ADMIN_TOKEN"):
+        return
+    token_file = instance / "admin_token"
+    if token_file.exists():
+        app.config["ADMIN_TOKEN"] = token_file.read_text().strip()
+        log.info("development admin token: see %s", token_file)
+        return
+    token = "adm_" + secrets.token_urlsafe(32)
+    token_file.touch(mode=0o600)
+    token_file.write_text(token + "\n")
+    app.config["ADMIN_TOKEN"] = token
+    print(
+        f"\n  Development admin token (shown once, kept in {token_file}):\n    {token}\n",
+        file=sys.stderr,
+    )
