@@ -276,10 +276,17 @@ class _Worker:
         *lines, self.buffer = self.buffer.split(b"\n")
         return [json.loads(line) for line in lines if line.strip()]
 
+    def close_input(self) -> None:
+        """No more tasks: the worker exits after the one it is on."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except OSError:  # it is gone already
+                pass
+
     def stop(self, timeout: float = 30.0) -> None:
         try:
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
+            self.close_input()
             self.proc.wait(timeout)
         except (OSError, subprocess.TimeoutExpired):
             self.proc.kill()
@@ -328,11 +335,13 @@ class _Run:
             self.counts.skipped = len(self.queue) + len(self.delayed)
             status = "succeeded" if not (self.counts.failed or self.counts.skipped) else "failed"
         finally:
+            for worker in self.workers:  # all at once: each finishes the schema it is on
+                worker.close_input()
             for worker in self.workers:
                 worker.stop(timeout=5.0 if status == "aborted" else 60.0)
             self.selector.close()
             if not self.connection.invalidated:
-                self._finish_run(status)
+                self._update_run(status)
         return RunReport(
             run_id=self.run_id, target=self.target, counts=self.counts, failures=self.failures,
             elapsed_s=time.monotonic() - started, status=status,
@@ -490,9 +499,6 @@ class _Run:
                 "remaining": c.remaining, "id": self.run_id, "finished": status != "running",
             },
         )
-
-    def _finish_run(self, status: str) -> None:
-        self._update_run(status)
 
     def _record_failure(self, outcome: TenantOutcome) -> None:
         self.connection.exec_driver_sql(

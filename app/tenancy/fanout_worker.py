@@ -142,7 +142,7 @@ class SchemaMigrator:
 
     def _migrate_in_segments(
         self, connection: Connection, task: dict[str, Any], schema_name: str,
-        current: str | None, steps: list[migrations.Step],
+        current: str | None, steps: tuple[migrations.Step, ...],
     ) -> dict[str, Any]:
         """A path with a ``run_in_transaction = False`` revision: transactions around it.
 
@@ -211,7 +211,7 @@ def _literals(connection: Connection) -> Any:
     return literal
 
 
-def _segments(steps: list[migrations.Step]) -> list[tuple[bool, str | None]]:
+def _segments(steps: tuple[migrations.Step, ...]) -> list[tuple[bool, str | None]]:
     """Split a path into runs of transactional steps and single non-transactional ones."""
     segments: list[tuple[bool, str | None]] = []
     for step in steps:

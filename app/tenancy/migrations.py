@@ -142,10 +142,11 @@ class Step:
     renderable: bool = True  # may be applied as SQL rendered once (see rendered_path)
 
 
-def plan_steps(current: str | None, target: str | None, location: str | None = None) -> list[Step]:
-    """The revisions between ``current`` and ``target``, in the order they run."""
+@lru_cache(maxsize=256)
+def plan_steps(current: str | None, target: str | None, location: str | None = None) -> tuple[Step, ...]:
+    """The revisions between ``current`` and ``target``, in the order they run (cached)."""
     if current == target:
-        return []
+        return ()
     script = tenant_script(location)
     if _is_downgrade(script, current, target):
         steps = []
@@ -154,12 +155,12 @@ def plan_steps(current: str | None, target: str | None, location: str | None = N
                 break
             after = rev.down_revision if isinstance(rev.down_revision, str | None) else None
             steps.append(Step(after, "downgrade", _transactional(rev), _renderable(rev)))
-        return steps
+        return tuple(steps)
     revs = reversed(list(script.iterate_revisions(target, current or "base", implicit_base=True)))
-    return [
+    return tuple(
         Step(rev.revision, "upgrade", _transactional(rev), _renderable(rev))
         for rev in revs if rev.revision != current
-    ]
+    )
 
 
 def _transactional(script: Any) -> bool:
