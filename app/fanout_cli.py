@@ -10,9 +10,12 @@ otherwise), prints a summary or ``--json`` on stdout, and picks the exit status:
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TextIO
 
 import click
@@ -23,6 +26,18 @@ from .extensions import db
 from .tenancy import drift, fanout, migrations
 from .tenancy.errors import FanoutLocked, TenantNotFound, UnknownRevision
 from .tenancy.fanout import Counts, FanoutOptions, TenantOutcome
+
+
+@contextmanager
+def _quiet_alembic() -> Iterator[None]:
+    """Scratch schemas and offline rendering are details: keep Alembic's INFO lines off stderr."""
+    logger = logging.getLogger("alembic")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _usage_error(message: str) -> None:
@@ -184,7 +199,7 @@ def _summary(report: fanout.RunReport) -> None:
 
 
 def _preview(options: FanoutOptions, *, as_sql: bool, as_json: bool) -> None:
-    with db.engine.connect() as connection:
+    with db.engine.connect() as connection, _quiet_alembic():
         the_plan = fanout.plan(connection, options)
         if as_sql:
             for tenant, current, sql in fanout.render_plan_sql(connection, the_plan, options.location):
@@ -248,7 +263,8 @@ def tenants_status(behind: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def tenants_check(slugs: tuple[str, ...], as_json: bool) -> None:
     """Exit 1 if a schema disagrees with its revision (ledger, alembic_version or catalog)."""
-    report = drift.check(db.engine, slugs=slugs, location=current_app.config["TENANT_MIGRATIONS_LOCATION"])
+    with _quiet_alembic():
+        report = drift.check(db.engine, slugs=slugs, location=current_app.config["TENANT_MIGRATIONS_LOCATION"])
     if as_json:
         click.echo(json.dumps({
             "checked": report.checked,

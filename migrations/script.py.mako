@@ -4,7 +4,7 @@ Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}
 Create Date: ${create_date}
 
-Public-schema migration. Runs with lock_timeout and statement_timeout set by env.py:
+Public-schema migration. Runs with a lock_timeout set by env.py:
 keep each step short, never rewrite a large table while holding a lock, and keep the
 previous release working against the new schema (expand, then contract later).
 """

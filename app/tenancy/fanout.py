@@ -427,7 +427,7 @@ class _Run:
         if outcome.status == "failed":
             self.counts.failed += 1
             self.failures.append(outcome)
-            self._record_failure(outcome)
+            self._record_outcome(outcome, tenant_id=outcome.tenant_id)
             if self.options.fail_fast:
                 self.stopping = True
         elif outcome.status == "migrated":
@@ -436,6 +436,7 @@ class _Run:
             self.counts.current += 1
         else:
             self.counts.deleted += 1
+            self._record_outcome(outcome, tenant_id=None)  # the tenant row is gone
         self.counts.processed += 1
         self.progress.outcome(outcome, self.counts)
 
@@ -500,14 +501,15 @@ class _Run:
             },
         )
 
-    def _record_failure(self, outcome: TenantOutcome) -> None:
+    def _record_outcome(self, outcome: TenantOutcome, *, tenant_id: int | None) -> None:
+        """Ledger rows for what committed nothing: a failure (rolled back) or a deleted tenant."""
         self.connection.exec_driver_sql(
             "INSERT INTO public.migration_outcomes (run_id, tenant_id, tenant_slug, from_revision,"
             " to_revision, status, attempts, duration_ms, error)"
-            " VALUES (%(run)s, %(tid)s, %(slug)s, %(from)s, %(to)s, 'failed', %(attempts)s,"
+            " VALUES (%(run)s, %(tid)s, %(slug)s, %(from)s, %(to)s, %(status)s, %(attempts)s,"
             " %(ms)s, %(error)s)",
             {
-                "run": self.run_id, "tid": outcome.tenant_id, "slug": outcome.slug,
+                "run": self.run_id, "tid": tenant_id, "slug": outcome.slug, "status": outcome.status,
                 "from": outcome.from_revision, "to": self.target, "attempts": outcome.attempts,
                 "ms": outcome.duration_ms, "error": outcome.error,
             },

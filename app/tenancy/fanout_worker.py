@@ -31,15 +31,16 @@ from typing import Any
 from psycopg import sql
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from . import migrations
 from .locks import LOCK_NAMESPACE
 from .naming import quote_ident, schema_name_for, validate_slug
 
-#: SQLSTATEs worth another attempt: lock_not_available (lock_timeout), deadlock, serialization.
-RETRYABLE_SQLSTATES = frozenset({"55P03", "40P01", "40001"})
+#: SQLSTATEs worth another attempt: lock_not_available (lock_timeout), deadlock, serialization,
+#: too many connections, server starting or shutting down.
+RETRYABLE_SQLSTATES = frozenset({"55P03", "40P01", "40001", "53300", "57P03", "57P01"})
 
 _PREAMBLE = (
     "SELECT set_config('lock_timeout', %(lock_timeout)s, true),"
@@ -95,7 +96,10 @@ class SchemaMigrator:
             sqlstate = getattr(exc.orig, "sqlstate", None)
             result.update(
                 status="failed", error=first_line(exc.orig or exc), sqlstate=sqlstate,
-                retryable=sqlstate in RETRYABLE_SQLSTATES,
+                # a lost or refused connection (no SQLSTATE) is worth another attempt too
+                retryable=sqlstate in RETRYABLE_SQLSTATES or exc.connection_invalidated or (
+                    sqlstate is None and isinstance(exc, OperationalError)
+                ),
             )
         except Exception as exc:  # a migration script raised: that schema fails, the run goes on
             result.update(status="failed", error=first_line(exc), sqlstate=None, retryable=False)
@@ -103,6 +107,7 @@ class SchemaMigrator:
         return result
 
     def _migrate(self, connection: Connection, task: dict[str, Any]) -> dict[str, Any]:
+        started = time.perf_counter()
         slug = validate_slug(task["slug"])  # the literals below rely on it
         schema_name = schema_name_for(slug)
         literal = _literals(connection)
@@ -127,7 +132,9 @@ class SchemaMigrator:
                 connection.exec_driver_sql(self._record_sql(literal, task, current, current, "current"))
                 return {"status": "current", "from": current, "to": current}
             if all(step.transactional for step in steps):
-                rendered = migrations.rendered_path(current, self.target, self.location) if versioned else None
+                # From base (an empty or absent alembic_version), Alembic online knows whether to
+                # create the version table; the rendered text always would.
+                rendered = migrations.rendered_path(current, self.target, self.location) if current else None
                 record = self._record_sql(literal, task, current, self.target, "migrated")
                 if rendered is not None:  # the path's SQL and the ledger, in one round trip
                     connection.exec_driver_sql(rendered + record)
@@ -138,11 +145,11 @@ class SchemaMigrator:
                     )
                     connection.exec_driver_sql(record)
                 return {"status": "migrated", "from": current, "to": self.target}
-        return self._migrate_in_segments(connection, task, schema_name, current, steps)
+        return self._migrate_in_segments(connection, task, schema_name, current, steps, started)
 
     def _migrate_in_segments(
         self, connection: Connection, task: dict[str, Any], schema_name: str,
-        current: str | None, steps: tuple[migrations.Step, ...],
+        current: str | None, steps: tuple[migrations.Step, ...], started: float,
     ) -> dict[str, Any]:
         """A path with a ``run_in_transaction = False`` revision: transactions around it.
 
@@ -167,9 +174,11 @@ class SchemaMigrator:
                     " pg_advisory_lock(%(ns)s, hashtext(%(slug)s))", params,
                 )
                 try:
+                    before = reached
                     reached = migrations.migrate_schema(
                         connection, schema_name, stop, location=self.location, outside_transaction=True
                     )
+                    _refuse_invalid_indexes(connection, schema_name, before)
                     connection.exec_driver_sql(_RECORD_REVISION, {"rev": reached, "id": task["tenant_id"]})
                 finally:
                     connection.exec_driver_sql("SELECT pg_advisory_unlock(%(ns)s, hashtext(%(slug)s))", params)
@@ -177,17 +186,24 @@ class SchemaMigrator:
             finally:
                 connection.rollback()  # end SQLAlchemy's autobegun no-op transaction
                 connection.execution_options(isolation_level=connection.default_isolation_level)
+        elapsed_ms = (time.perf_counter() - started) * 1000
         with connection.begin():
-            connection.exec_driver_sql(self._record_sql(_literals(connection), task, current, reached, "migrated"))
+            connection.exec_driver_sql(
+                self._record_sql(_literals(connection), task, current, reached, "migrated", elapsed_ms)
+            )
         return {"status": "migrated", "from": current, "to": reached}
 
     def _record_sql(
-        self, literal: Any, task: dict[str, Any], before: str | None, after: str | None, status: str
+        self, literal: Any, task: dict[str, Any], before: str | None, after: str | None, status: str,
+        elapsed_ms: float | None = None,
     ) -> str:
         """The revision in public.tenants and the ledger row, as literal SQL for the same round trip.
 
-        ``duration_ms`` is the schema's transaction time on the server (lock wait included).
+        ``duration_ms`` is the schema's transaction time on the server (lock wait
+        included), or ``elapsed_ms`` when the work spanned several transactions.
         """
+        duration = "extract(epoch FROM clock_timestamp() - now()) * 1000" if elapsed_ms is None \
+            else literal(round(elapsed_ms, 3))
         tenant_id = int(task["tenant_id"])
         sql = f";UPDATE public.tenants SET schema_revision = {literal(after)} WHERE id = {tenant_id}"
         if self.run_id is not None:
@@ -195,8 +211,7 @@ class SchemaMigrator:
                 ";INSERT INTO public.migration_outcomes (run_id, tenant_id, tenant_slug, from_revision,"
                 " to_revision, status, attempts, duration_ms) VALUES"
                 f" ({int(self.run_id)}, {tenant_id}, {literal(task['slug'])}, {literal(before)},"
-                f" {literal(after)}, {literal(status)}, {int(task.get('attempt', 1))},"
-                " extract(epoch FROM clock_timestamp() - now()) * 1000)"
+                f" {literal(after)}, {literal(status)}, {int(task.get('attempt', 1))}, {duration})"
             )
         return sql
 
@@ -209,6 +224,27 @@ def _literals(connection: Connection) -> Any:
         return sql.Literal(value).as_string(driver)
 
     return literal
+
+
+def _refuse_invalid_indexes(connection: Connection, schema_name: str, before: str | None) -> None:
+    """A failed ``CREATE INDEX CONCURRENTLY`` leaves an INVALID index that ``IF NOT EXISTS``
+    would then skip: never record a revision over one. Alembic has already moved
+    ``alembic_version`` (autocommit), so it is put back to ``before``."""
+    invalid = connection.exec_driver_sql(
+        "SELECT string_agg(i.relname, ', ') FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+        " WHERE i.relnamespace = %(s)s::regnamespace AND NOT x.indisvalid",
+        {"s": quote_ident(schema_name)},
+    ).scalar()
+    if invalid:
+        version_table = f"{quote_ident(schema_name)}.alembic_version"
+        if before is None:
+            connection.exec_driver_sql(f"DELETE FROM {version_table}")
+        else:
+            connection.exec_driver_sql(f"UPDATE {version_table} SET version_num = %(v)s", {"v": before})
+        raise RuntimeError(
+            f"INVALID index(es) {invalid} in {schema_name} (a concurrent build failed): "
+            "drop them (DROP INDEX CONCURRENTLY) and run the migration again"
+        )
 
 
 def _segments(steps: tuple[migrations.Step, ...]) -> list[tuple[bool, str | None]]:

@@ -4,7 +4,7 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-23
 
-Public-schema migration. Runs with lock_timeout and statement_timeout set by env.py:
+Public-schema migration. Runs with a lock_timeout set by env.py:
 keep each step short, never rewrite a large table while holding a lock, and keep the
 previous release working against the new schema (expand, then contract later).
 """

@@ -191,7 +191,7 @@ def test_data_dependent_failures_roll_back_only_their_schemas_and_a_rerun_takes_
         add_repository(engine, slug, "Shouting" if slug in bad else "quiet")
     stream.add("t0002", """
         op.add_column("repositories", sa.Column("slug_name", sa.String(100)))
-        op.create_check_constraint("ck_repositories_name_lower", "repositories", "name = lower(name)")
+        op.create_check_constraint("name_lower", "repositories", "name = lower(name)")
     """, """
         op.drop_constraint("ck_repositories_name_lower", "repositories")
         op.drop_column("repositories", "slug_name")
@@ -223,7 +223,7 @@ def test_data_dependent_failures_roll_back_only_their_schemas_and_a_rerun_takes_
 def test_fail_fast_stops_scheduling_after_the_first_failure(make_tenant, engine, stream, fanout_app):
     slugs = sorted(make_tenant().slug for _ in range(6))
     add_repository(engine, slugs[0], "Shouting")
-    stream.add("t0002", 'op.create_check_constraint("ck_lower", "repositories", "name = lower(name)")')
+    stream.add("t0002", 'op.create_check_constraint("lower", "repositories", "name = lower(name)")')
     code, report, _ = migrate(fanout_app(), "--jobs", "1", "--fail-fast")
     assert code == 1
     assert (report["failed"], report["migrated"], report["skipped"]) == (1, 0, 5)
@@ -485,6 +485,34 @@ def test_a_revision_outside_transactions_builds_its_index_concurrently(make_tena
         from app.testing import provision
         fresh = provision(app, "fresh_after_concurrently")
     assert revisions(engine, [fresh.slug])[fresh.slug][0] == "t0002"
+
+
+def test_a_failed_concurrent_build_is_reported_not_recorded(make_tenant, engine, stream, fanout_app):
+    """CREATE INDEX CONCURRENTLY that times out leaves an INVALID index; IF NOT EXISTS would
+    skip it on the retry, so the worker refuses to record the revision over it."""
+    slug = make_tenant().slug
+    stream.add("t0002", """
+        op.create_index("ix_repositories_full_name", "repositories", ["full_name"],
+                        postgresql_concurrently=outside_transaction(), if_not_exists=True)
+    """, 'op.drop_index("ix_repositories_full_name", table_name="repositories")',
+        header="run_in_transaction = False")
+    app = fanout_app()
+    with engine.connect() as holder:  # an open writer: the concurrent build waits for it
+        holder.exec_driver_sql(
+            f'INSERT INTO "t_{slug}".repositories (github_repo_id, owner, name, full_name)'
+            " VALUES (1, 'octo', 'hello', 'octo/hello')")
+        code, report, _ = migrate(app, "--lock-timeout", "0.3", "--retries", "1")
+        holder.rollback()
+    assert code == 1
+    [failure] = report["failures"]
+    assert "INVALID index(es) ix_repositories_full_name" in failure["error"]
+    assert revisions(engine, [slug])[slug][:2] == (BASE, BASE)
+
+    with engine.connect() as conn:  # the runbook: drop the invalid index, run again
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.exec_driver_sql(f'DROP INDEX CONCURRENTLY "t_{slug}".ix_repositories_full_name')
+    code, report, _ = migrate(app)
+    assert code == 0 and report["migrated"] == 1
 
 
 # --- rendered once, or run online ---------------------------------------------
