@@ -22,6 +22,7 @@ from app.services.errors import Conflict, NotFound
 from app.tenancy.errors import (
     InvalidApiKey,
     InvalidSlug,
+    MigrationRunNotFound,
     ProvisioningFailed,
     TenantAlreadyExists,
     TenantContextError,
@@ -58,6 +59,7 @@ ERRORS: dict[type[BaseException], ProblemType] = {
     InvalidCursor: VALIDATION,
     TenantAlreadyExists: ProblemType(409, "tenant-exists", "Tenant already exists"),
     TenantNotFound: ProblemType(404, "not-found", "Not found"),
+    MigrationRunNotFound: ProblemType(404, "not-found", "Not found"),
     NotFound: ProblemType(404, "not-found", "Not found"),
     Conflict: ProblemType(409, "conflict", "Conflict"),
     InvalidApiKey: ProblemType(401, "unauthorized", "Unauthorized"),

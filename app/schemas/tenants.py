@@ -2,7 +2,7 @@
 
 from marshmallow import Schema, fields, validate
 
-from .common import PageSchema
+from .common import PageQuerySchema, PageSchema
 
 
 class TenantCreateSchema(Schema):
@@ -33,6 +33,18 @@ class IssuedKeySchema(Schema):
 class TenantCreatedSchema(Schema):
     tenant = fields.Nested(TenantSchema)
     api_key = fields.Nested(IssuedKeySchema, attribute="admin_key")
+
+
+class TenantQuerySchema(PageQuerySchema):
+    # No load_default: an absent filter is simply not in the query.
+    revision = fields.String(
+        validate=validate.Length(min=1, max=64),
+        metadata={"description": "Only tenants whose schema is at exactly this revision."},
+    )
+    behind = fields.Boolean(
+        metadata={"description": "true: only tenants whose schema is not at the tenant stream's head "
+                                 "(none recorded included); false: only those at head."},
+    )
 
 
 class TenantPageSchema(PageSchema):

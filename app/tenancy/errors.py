@@ -102,3 +102,11 @@ class FanoutLocked(TenancyError):
     def __init__(self, holder: str) -> None:
         super().__init__(f"another tenant migration run holds the fan-out lock: {holder}")
         self.holder = holder
+
+
+class MigrationRunNotFound(TenancyError):
+    """The migration ledger has no run with this id."""
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__(f"no migration run with id {run_id}")
+        self.run_id = run_id

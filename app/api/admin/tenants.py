@@ -10,14 +10,15 @@ from flask_smorest import Blueprint
 
 from app.api.auth import require_admin
 from app.extensions import db
-from app.schemas.common import PageQuerySchema
 from app.schemas.tenants import (
     TenantCreatedSchema,
     TenantCreateSchema,
     TenantPageSchema,
+    TenantQuerySchema,
     TenantSchema,
 )
 from app.tenancy import directory
+from app.tenancy.migrations import head_revision
 from app.tenancy.provisioning import provision_tenant
 
 blp = Blueprint(
@@ -29,11 +30,15 @@ blp.before_request(require_admin)
 
 @blp.route("")
 class Tenants(MethodView):
-    @blp.arguments(PageQuerySchema, location="query")
+    @blp.arguments(TenantQuerySchema, location="query")
     @blp.response(200, TenantPageSchema)
     def get(self, query: dict[str, Any]):
-        """List tenants, ordered by slug."""
-        return directory.list_tenants(db.session(), limit=query["limit"], cursor=query["cursor"])
+        """List tenants, ordered by slug; optionally only those at a revision, or behind head."""
+        behind = query.pop("behind", None)
+        if behind is not None:
+            query["behind_of"] = head_revision(current_app.config["TENANT_MIGRATIONS_LOCATION"])
+            query["behind"] = behind
+        return directory.list_tenants(db.session(), **query)
 
     @blp.arguments(TenantCreateSchema)
     @blp.response(201, TenantCreatedSchema)
