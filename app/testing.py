@@ -228,8 +228,13 @@ def provision(app: Flask, slug: str, name: str | None = None, plan: str = "free"
 
 
 def drop_tenants(engine: Engine, slugs: list[str] | None = None) -> None:
-    """Drop tenants (all of them when ``slugs`` is None): their schemas and rows."""
+    """Drop tenants (all of them when ``slugs`` is None): their schemas and rows.
+
+    A lock left behind by a failed test makes this fail after 30 s instead of hanging
+    the suite.
+    """
     with engine.begin() as conn:
+        conn.exec_driver_sql("SET LOCAL lock_timeout = '30s'")
         if slugs is None:
             slugs = [row[0] for row in conn.execute(text("SELECT slug FROM public.tenants"))]
             slugs += [

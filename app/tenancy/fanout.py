@@ -255,7 +255,8 @@ class _Worker:
         )
         self.buffer = b""
         self.ready = False
-        self.task: dict[str, Any] | None = None
+        #: Tasks sent and not answered yet, in order; the first is the one being worked on.
+        self.tasks: deque[dict[str, Any]] = deque()
         self._write(settings)
 
     def _write(self, message: dict[str, Any]) -> None:
@@ -263,7 +264,7 @@ class _Worker:
         self.proc.stdin.write((json.dumps(message) + "\n").encode())
 
     def send(self, task: dict[str, Any]) -> None:
-        self.task = task
+        self.tasks.append(task)
         self._write(task)
 
     def read(self) -> list[dict[str, Any]] | None:
@@ -313,6 +314,9 @@ class _Run:
         self.selector = selectors.DefaultSelector()
         self.stopping = False  # --fail-fast tripped: schedule nothing new
         self.spawn_budget = max(2, options.jobs * 3)
+        # Each worker gets its next schema before it finishes the current one, so it never
+        # waits for the coordinator; --fail-fast keeps one, to start nothing after a failure.
+        self.depth = 1 if options.fail_fast else 2
         self._sequence = 0
         self._flushed = 0.0
 
@@ -356,9 +360,9 @@ class _Run:
                 self.queue.append(heapq.heappop(self.delayed)[2])
             self._spawn_workers()
             for worker in self.workers:
-                if worker.ready and worker.task is None and self.queue and not self.stopping:
+                while worker.ready and len(worker.tasks) < self.depth and self.queue and not self.stopping:
                     worker.send(self.queue.popleft())
-            busy = any(worker.task is not None for worker in self.workers)
+            busy = any(worker.tasks for worker in self.workers)
             if not busy and (self.stopping or (not self.queue and not self.delayed)):
                 if self.stopping or not self._take_newcomers():
                     return
@@ -372,7 +376,7 @@ class _Run:
                 self._update_run("running")
 
     def _spawn_workers(self) -> None:
-        wanted = min(self.options.jobs, len(self.queue) + sum(w.task is not None for w in self.workers))
+        wanted = min(self.options.jobs, len(self.queue) + sum(len(w.tasks) for w in self.workers))
         while len(self.workers) < wanted and not self.stopping:
             if self.spawn_budget <= 0:
                 raise RuntimeError("fan-out workers keep exiting; see their errors above")
@@ -395,19 +399,18 @@ class _Run:
             self.workers.remove(worker)
             code = worker.proc.wait()
             worker.stop()
-            if worker.task is not None:
-                self._handle(worker.task, {
+            if worker.tasks:  # the first may have been under way; the others never started
+                self._handle(worker.tasks.popleft(), {
                     "status": "failed", "retryable": True, "duration_ms": 0.0,
                     "error": f"worker process exited with status {code}",
                 })
+                self.queue.extendleft(reversed(worker.tasks))
             return
         for message in messages:
             if message.get("ready"):
                 worker.ready = True
                 continue
-            task, worker.task = worker.task, None
-            assert task is not None
-            self._handle(task, message)
+            self._handle(worker.tasks.popleft(), message)
 
     def _handle(self, task: dict[str, Any], result: dict[str, Any]) -> None:
         attempt = task["attempt"]

@@ -271,6 +271,20 @@ def test_a_lock_released_between_attempts_lets_the_retry_succeed(make_tenant, en
     assert status == "migrated" and attempts >= 2
 
 
+def test_statement_timeout_fails_a_slow_schema_without_retrying_it(make_tenant, engine, stream, fanout_app):
+    slow, quick = sorted(make_tenant().slug for _ in range(2))
+    stream.add("t0002", f"""
+        op.add_column("repositories", sa.Column("archived_at", sa.DateTime(timezone=True), nullable=True))
+        op.execute("SELECT pg_sleep(CASE WHEN current_schema() = 't_{slow}' THEN 5 ELSE 0 END)")
+    """, 'op.drop_column("repositories", "archived_at")')
+    code, report, _ = migrate(fanout_app(), "--statement-timeout", "0.3", "--retries", "3")
+    assert code == 1
+    [failure] = report["failures"]
+    assert failure["slug"] == slow and failure["attempts"] == 1  # a timeout is not a lock: no retry
+    assert "statement timeout" in failure["error"]
+    assert revisions(engine, [slow, quick]) == {slow: (BASE, BASE, False), quick: ("t0002", "t0002", True)}
+
+
 # --- concurrency, crashes ---------------------------------------------------
 
 
