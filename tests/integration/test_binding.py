@@ -56,8 +56,6 @@ def one_connection(tenantry_database_url):
 
 @pytest.fixture
 def two_tenants(make_tenant):
-    # Fresh slugs per test: see the note on schema names reused right after a drop in
-    # docs/architecture.md (known limits).
     a, b = make_tenant(), make_tenant()
     return a, b
 
