@@ -26,6 +26,7 @@ from .extensions import db
 from .tenancy import drift, fanout, migrations
 from .tenancy.errors import FanoutLocked, TenantNotFound, UnknownRevision
 from .tenancy.fanout import Counts, FanoutOptions, TenantOutcome
+from .tenancy.naming import schema_name_for
 
 
 @contextmanager
@@ -203,7 +204,7 @@ def _preview(options: FanoutOptions, *, as_sql: bool, as_json: bool) -> None:
         the_plan = fanout.plan(connection, options)
         if as_sql:
             for tenant, current, sql in fanout.render_plan_sql(connection, the_plan, options.location):
-                click.echo(f"-- tenant {tenant.slug} (t_{tenant.slug}): {current or 'base'} -> "
+                click.echo(f"-- tenant {tenant.slug} ({schema_name_for(tenant.slug)}): {current or 'base'} -> "
                            f"{the_plan.target or 'base'}")
                 click.echo(sql)
             return

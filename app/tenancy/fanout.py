@@ -45,7 +45,7 @@ from sqlalchemy.pool import NullPool
 
 from . import locks, migrations
 from .errors import FanoutLocked, TenantNotFound
-from .naming import quote_ident
+from .naming import schema_name_for
 
 
 def default_jobs() -> int:
@@ -191,11 +191,8 @@ def render_plan_sql(
     ledger, because the SQL has to fit the schema as it is.
     """
     for tenant in the_plan.pending:
-        schema = f"t_{tenant.slug}"
-        exists = connection.exec_driver_sql(
-            "SELECT to_regclass(%(t)s) IS NOT NULL", {"t": f"{quote_ident(schema)}.alembic_version"}
-        ).scalar()
-        current = migrations.current_revision(connection, schema) if exists else None
+        schema = schema_name_for(tenant.slug)
+        current = migrations.current_revision(connection, schema)
         yield tenant, current, migrations.render_sql(schema, current, the_plan.target, location=location)
 
 
