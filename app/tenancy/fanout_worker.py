@@ -32,7 +32,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from . import migrations
@@ -55,7 +55,6 @@ class SchemaMigrator:
     """Migrates one schema per call on a connection it owns and recycles."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
-        self.settings = settings
         self.location: str | None = settings.get("location")
         self.target: str | None = settings["target"]
         self.run_id: int | None = settings.get("run_id")
@@ -72,7 +71,7 @@ class SchemaMigrator:
         migrations.tenant_script(self.location)  # load the scripts once, before the first task
 
     def literal(self, value: Any) -> str:
-        """``value`` as a SQL literal, quoted by psycopg (revisions and slugs repeat: cached)."""
+        """``value`` as a SQL literal, quoted by psycopg (revisions and timeouts repeat: cached)."""
         quoted = self._literals.get(value)
         if quoted is None:
             quoted = self._literals[value] = sql.Literal(value).as_string(None)
@@ -102,23 +101,19 @@ class SchemaMigrator:
         result: dict[str, Any] = {"tenant_id": task["tenant_id"], "slug": task["slug"]}
         try:
             result.update(self._migrate(self._connection(), task))
-        except DBAPIError as exc:
-            sqlstate = getattr(exc.orig, "sqlstate", None)
-            result.update(
-                status="failed", error=first_line(exc.orig or exc), sqlstate=sqlstate,
-                # a lost or refused connection (no SQLSTATE) is worth another attempt too
-                retryable=sqlstate in RETRYABLE_SQLSTATES or exc.connection_invalidated or (
-                    sqlstate is None and isinstance(exc, OperationalError)
-                ),
-            )
-        except psycopg.Error as exc:  # raised on the driver cursor, below SQLAlchemy
-            sqlstate = exc.sqlstate
-            if self.connection is not None and self.connection.connection.driver_connection.broken:
+        except (DBAPIError, psycopg.Error) as exc:
+            # psycopg errors come straight from the driver cursor, SQLAlchemy's wrap the rest.
+            error = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+            lost = getattr(exc, "connection_invalidated", False)
+            if not lost and self.connection is not None and not self.connection.invalidated \
+                    and self.connection.connection.driver_connection.broken:
                 self.connection.invalidate()
+            sqlstate = getattr(error, "sqlstate", None)
             result.update(
-                status="failed", error=first_line(exc), sqlstate=sqlstate,
-                retryable=sqlstate in RETRYABLE_SQLSTATES or (
-                    sqlstate is None and isinstance(exc, psycopg.OperationalError)
+                status="failed", error=first_line(error), sqlstate=sqlstate,
+                # a lost or refused connection (no SQLSTATE) is worth another attempt too
+                retryable=sqlstate in RETRYABLE_SQLSTATES or lost or (
+                    sqlstate is None and isinstance(error, psycopg.OperationalError)
                 ),
             )
         except Exception as exc:  # a migration script raised: that schema fails, the run goes on
@@ -131,7 +126,6 @@ class SchemaMigrator:
         slug = validate_slug(task["slug"])  # the literals below rely on it
         schema_name = schema_name_for(slug)
         quoted = quote_ident(schema_name)
-        literal = self.literal
         with connection.begin():
             # Straight on the driver (SQLAlchemy's per-statement work is a third of a
             # schema's client time here); the transaction is still the one begun above.
@@ -154,13 +148,13 @@ class SchemaMigrator:
                 current = row[0] if row else None
             steps = migrations.plan_steps(current, self.target, self.location)
             if not steps:
-                cursor.execute(self._record_sql(literal, task, current, current, "current"))
+                cursor.execute(self._record_sql(task, current, current, "current"))
                 return {"status": "current", "from": current, "to": current}
             if all(step.transactional for step in steps):
                 # From base (an empty or absent alembic_version), Alembic online knows whether to
                 # create the version table; the rendered text always would.
                 rendered = migrations.rendered_path(current, self.target, self.location) if current else None
-                record = self._record_sql(literal, task, current, self.target, "migrated")
+                record = self._record_sql(task, current, self.target, "migrated")
                 if rendered is not None:  # the path's SQL and the ledger, in one round trip
                     cursor.execute(rendered + record)
                 else:
@@ -214,12 +208,12 @@ class SchemaMigrator:
         elapsed_ms = (time.perf_counter() - started) * 1000
         with connection.begin():
             connection.exec_driver_sql(
-                self._record_sql(self.literal, task, current, reached, "migrated", elapsed_ms)
+                self._record_sql(task, current, reached, "migrated", elapsed_ms)
             )
         return {"status": "migrated", "from": current, "to": reached}
 
     def _record_sql(
-        self, literal: Any, task: dict[str, Any], before: str | None, after: str | None, status: str,
+        self, task: dict[str, Any], before: str | None, after: str | None, status: str,
         elapsed_ms: float | None = None,
     ) -> str:
         """The revision in public.tenants and the ledger row, as literal SQL for the same round trip.
@@ -229,6 +223,7 @@ class SchemaMigrator:
         """
         duration = "extract(epoch FROM clock_timestamp() - now()) * 1000" if elapsed_ms is None \
             else f"{float(elapsed_ms):.3f}"
+        literal = self.literal
         slug = validate_slug(task["slug"])
         tenant_id = int(task["tenant_id"])
         sql = f";UPDATE public.tenants SET schema_revision = {literal(after)} WHERE id = {tenant_id}"
