@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, create_engine
@@ -132,22 +131,23 @@ def _check(engine: Engine, wanted: list[str], location: str | None, recycle_afte
         tenants = connection.exec_driver_sql(sql + " ORDER BY slug", {"slugs": wanted}).all()
     references: dict[str | None, Catalog] = {}
     drifted: list[SchemaDrift] = []
-    with _recycled(engine, recycle_after) as connection_for:
-        for index, (slug, schema_name, recorded) in enumerate(tenants):
-            connection = connection_for(index)
-            with connection.begin():
-                connection.exec_driver_sql("SET TRANSACTION READ ONLY")
-                drift = _check_one(connection, slug, schema_name, recorded)
+    for start in range(0, len(tenants), recycle_after):
+        # A fresh backend every ``recycle_after`` schemas: each one caches every catalog it reads.
+        with engine.connect() as connection:
+            for slug, schema_name, recorded in tenants[start : start + recycle_after]:
+                with connection.begin():
+                    connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+                    drift = _check_one(connection, slug, schema_name, recorded)
+                    if drift.problems:
+                        drifted.append(drift)
+                        continue
+                    catalog = read_catalog(connection, schema_name)
+                revision = drift.actual_revision
+                if revision not in references:
+                    references[revision] = reference_catalog(engine, revision, location)
+                drift.problems = compare(references[revision], catalog)
                 if drift.problems:
                     drifted.append(drift)
-                    continue
-                catalog = read_catalog(connection, schema_name)
-            revision = drift.actual_revision
-            if revision not in references:
-                references[revision] = reference_catalog(engine, revision, location)
-            drift.problems = compare(references[revision], catalog)
-            if drift.problems:
-                drifted.append(drift)
     return DriftReport(checked=len(tenants), drifted=drifted)
 
 
@@ -175,23 +175,3 @@ def _check_one(connection: Connection, slug: str, schema_name: str, recorded: st
             f"public.tenants records revision {recorded}, alembic_version says {drift.actual_revision}"
         )
     return drift
-
-
-@contextmanager
-def _recycled(engine: Engine, every: int) -> Iterator[object]:
-    """Hand out a connection, replaced every ``every`` schemas (backend catalog caches grow)."""
-    state: dict[str, Connection | None] = {"connection": None}
-
-    def connection_for(index: int) -> Connection:
-        current = state["connection"]
-        if current is None or index % every == 0:
-            if current is not None:
-                current.close()
-            current = state["connection"] = engine.connect()
-        return current
-
-    try:
-        yield connection_for
-    finally:
-        if state["connection"] is not None:
-            state["connection"].close()
