@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, make_url
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
@@ -239,9 +239,13 @@ def describe_holder(connection: Connection) -> str:
 
 
 class _Worker:
-    """A worker process and the task it is on."""
+    """A worker process and the task it is on.
 
-    def __init__(self, settings: dict[str, Any]) -> None:
+    Started before its settings are known, so that its interpreter starts while the
+    coordinator plans; :meth:`configure` sends them.
+    """
+
+    def __init__(self) -> None:
         env = dict(os.environ)
         # The worker imports this package by name: make sure it finds the same copy.
         root = str(Path(__file__).resolve().parents[2])
@@ -254,6 +258,8 @@ class _Worker:
         self.ready = False
         #: Tasks sent and not answered yet, in order; the first is the one being worked on.
         self.tasks: deque[dict[str, Any]] = deque()
+
+    def configure(self, settings: dict[str, Any]) -> None:
         self._write(settings)
 
     def _write(self, message: dict[str, Any]) -> None:
@@ -319,9 +325,19 @@ class _Run:
 
     def execute(self) -> RunReport:
         started = time.monotonic()
+        # Interpreters start while the plan is made; any not needed are sent away below.
+        self.idle = [_Worker() for _ in range(self.options.jobs)]
+        try:
+            return self._execute(started)
+        finally:
+            for worker in self.idle:
+                worker.stop()
+
+    def _execute(self, started: float) -> RunReport:
         self._abort_stale_runs()
         the_plan = plan(self.connection, self.options)
         self.target = the_plan.target
+        self.paths = _render_paths(the_plan, self.options.location)
         self.run_id = self._insert_run(the_plan)
         self.counts.selected = the_plan.selected
         self.counts.total = len(the_plan.pending)
@@ -378,8 +394,10 @@ class _Run:
             if self.spawn_budget <= 0:
                 raise RuntimeError("fan-out workers keep exiting; see their errors above")
             self.spawn_budget -= 1
-            worker = _Worker({
-                "url": self.url, "location": self.options.location, "target": self.target,
+            worker = self.idle.pop() if self.idle else _Worker()
+            worker.configure({
+                "url": self.url, "dsn": _libpq_url(self.url), "location": self.options.location,
+                "target": self.target, "paths": self.paths,
                 "lock_timeout": self.options.lock_timeout,
                 "statement_timeout": self.options.statement_timeout,
                 "run_id": self.run_id, "recycle_after": self.options.recycle_after,
@@ -514,6 +532,25 @@ class _Run:
                 "ms": outcome.duration_ms, "error": outcome.error,
             },
         )
+
+
+def _render_paths(the_plan: Plan, location: str | None) -> dict[str, str]:
+    """The SQL from each recorded revision to the target, for the workers' psycopg-only path.
+
+    Keyed by the revision recorded in ``public.tenants``; a worker checks the schema's
+    own ``alembic_version`` and hands anything else to Alembic.
+    """
+    paths = {}
+    for revision in sorted({t.revision for t in the_plan.pending if t.revision}):
+        rendered = migrations.rendered_path(revision, the_plan.target, location)
+        if rendered is not None:
+            paths[revision] = rendered
+    return paths
+
+
+def _libpq_url(url: str) -> str:
+    """The SQLAlchemy URL as libpq takes it (no ``+driver``)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _user() -> str:

@@ -4,18 +4,23 @@ Workers are processes, not threads, because Alembic's ``op`` and ``context`` are
 process-global. The coordinator (:mod:`app.tenancy.fanout`) starts them with
 ``python -m app.tenancy.fanout_worker`` and talks JSON lines over the pipes:
 
-- stdin, first line: the settings (database URL, target, timeouts, run id), never argv,
-  so the URL's password does not show in ``ps``; then one task per line.
+- stdin, first line: the settings (database URL, target, timeouts, run id and the SQL
+  of each path the coordinator rendered), never argv, so the URL's password does not
+  show in ``ps``; then one task per line.
 - stdout: ``{"ready": true}``, then one result per task.
 
 When the coordinator dies, stdin reaches EOF and the worker exits after the schema it
 is on (whose transaction commits or rolls back whole).
 
 Per schema, one transaction: ``lock_timeout``, ``statement_timeout`` and the advisory
-lock on the tenant in one round trip; the revision actually in the schema; the
-Alembic steps; ``tenants.schema_revision``; the outcome row of the ledger; COMMIT.
-Revisions that declare ``run_in_transaction = False`` are applied between two such
-transactions in autocommit mode, under a session-level lock on the tenant.
+lock on the tenant, then the revision actually in the schema; the path's SQL,
+``tenants.schema_revision`` and the ledger's outcome row; COMMIT. Two round trips.
+
+The hot path needs psycopg alone: the coordinator renders each path's SQL once (tenant
+migrations name their tables unqualified, so the text fits every schema) and ships it
+in the settings. This module therefore imports neither SQLAlchemy nor Alembic, and a
+worker is ready in about a tenth of a second. A schema the shipped SQL does not fit
+(see :mod:`app.tenancy.fanout_online`) hands the worker over to Alembic for good.
 
 The worker keeps one connection and replaces it every ``recycle_after`` schemas: a
 PostgreSQL backend caches the catalog of every schema it touches and never frees it.
@@ -26,16 +31,12 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from sqlalchemy import create_engine
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import NullPool
 
-from . import migrations
 from .locks import LOCK_NAMESPACE
 from .naming import quote_ident, schema_name_for, validate_slug
 
@@ -43,198 +44,145 @@ from .naming import quote_ident, schema_name_for, validate_slug
 #: too many connections, server starting or shutting down.
 RETRYABLE_SQLSTATES = frozenset({"55P03", "40P01", "40001", "53300", "57P03", "57P01"})
 
-_PREAMBLE = (
-    "SELECT set_config('lock_timeout', %(lock_timeout)s, true),"
-    " set_config('statement_timeout', %(statement_timeout)s, true),"
-    " pg_advisory_xact_lock(%(ns)s, hashtext(%(slug)s))"
-)
-_RECORD_REVISION = "UPDATE public.tenants SET schema_revision = %(rev)s WHERE id = %(id)s"
+
+class Literals:
+    """``value`` as a SQL literal, quoted by psycopg; revisions and timeouts repeat, so cached."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Any, str] = {}
+
+    def __call__(self, value: Any) -> str:
+        quoted = self._cache.get(value)
+        if quoted is None:
+            quoted = self._cache[value] = sql.Literal(value).as_string(None)
+        return quoted
 
 
-class SchemaMigrator:
-    """Migrates one schema per call on a connection it owns and recycles."""
+class RenderedMigrator:
+    """Applies the coordinator's pre-rendered SQL, on a psycopg connection it owns and recycles."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
-        self.location: str | None = settings.get("location")
+        self.dsn: str = settings["dsn"]
         self.target: str | None = settings["target"]
         self.run_id: int | None = settings.get("run_id")
         self.recycle_after: int = settings.get("recycle_after") or 250
-        self.timeouts = {
-            "lock_timeout": _ms(settings.get("lock_timeout")),
-            "statement_timeout": _ms(settings.get("statement_timeout")),
-        }
-        self._literals: dict[Any, str] = {}
-        self.timeouts_sql = tuple(self.literal(self.timeouts[name]) for name in ("lock_timeout", "statement_timeout"))
-        self.engine: Engine = create_engine(settings["url"], poolclass=NullPool)
-        self.connection: Connection | None = None
+        #: from-revision -> the SQL of the path to the target, for every schema at that revision.
+        self.paths: dict[str, str] = settings.get("paths") or {}
+        self.literal = Literals()
+        self.timeouts_sql = (
+            self.literal(_ms(settings.get("lock_timeout"))),
+            self.literal(_ms(settings.get("statement_timeout"))),
+        )
+        self.connection: psycopg.Connection[Any] | None = None
         self.served = 0
-        migrations.tenant_script(self.location)  # load the scripts once, before the first task
-
-    def literal(self, value: Any) -> str:
-        """``value`` as a SQL literal, quoted by psycopg (revisions and timeouts repeat: cached)."""
-        quoted = self._literals.get(value)
-        if quoted is None:
-            quoted = self._literals[value] = sql.Literal(value).as_string(None)
-        return quoted
 
     def close(self) -> None:
         if self.connection is not None:
             self.connection.close()
             self.connection = None
-        self.engine.dispose()
 
-    def _connection(self) -> Connection:
-        if self.connection is not None and (
-            self.connection.invalidated or self.served >= self.recycle_after
-        ):
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self.connection is not None and (self.connection.broken or self.served >= self.recycle_after):
             self.connection.close()
             self.connection = None
         if self.connection is None:
-            self.connection = self.engine.connect()
+            self.connection = psycopg.connect(self.dsn)
             self.served = 0
         self.served += 1
         return self.connection
 
-    def migrate(self, task: dict[str, Any]) -> dict[str, Any]:
-        """Move one tenant's schema to the target; never raises for a database error."""
-        started = time.perf_counter()
+    def migrate(self, task: dict[str, Any]) -> dict[str, Any] | None:
+        """Move one tenant's schema to the target; None when only Alembic can (nothing changed).
+
+        Never raises for a database error: the result says failed, and whether to retry.
+        """
         result: dict[str, Any] = {"tenant_id": task["tenant_id"], "slug": task["slug"]}
+        connection = None
         try:
-            result.update(self._migrate(self._connection(), task))
-        except (DBAPIError, psycopg.Error) as exc:
-            # psycopg errors come straight from the driver cursor, SQLAlchemy's wrap the rest.
-            error = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-            lost = getattr(exc, "connection_invalidated", False)
-            if not lost and self.connection is not None and not self.connection.invalidated \
-                    and self.connection.connection.driver_connection.broken:
-                self.connection.invalidate()
-            sqlstate = getattr(error, "sqlstate", None)
-            result.update(
-                status="failed", error=first_line(error), sqlstate=sqlstate,
-                # a lost or refused connection (no SQLSTATE) is worth another attempt too
-                retryable=sqlstate in RETRYABLE_SQLSTATES or lost or (
-                    sqlstate is None and isinstance(error, psycopg.OperationalError)
-                ),
-            )
-        except Exception as exc:  # a migration script raised: that schema fails, the run goes on
-            result.update(status="failed", error=first_line(exc), sqlstate=None, retryable=False)
-        result["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+            connection = self._connection()
+            outcome = self._migrate(connection, task)
+        except psycopg.Error as exc:
+            if connection is not None and not connection.broken:
+                connection.rollback()
+            result.update(failure(exc))
+            return result
+        if outcome is None:
+            return None
+        result.update(outcome)
         return result
 
-    def _migrate(self, connection: Connection, task: dict[str, Any]) -> dict[str, Any]:
-        started = time.perf_counter()
+    def _migrate(self, connection: psycopg.Connection[Any], task: dict[str, Any]) -> dict[str, Any] | None:
         slug = validate_slug(task["slug"])  # the literals below rely on it
-        schema_name = schema_name_for(slug)
-        quoted = quote_ident(schema_name)
-        with connection.begin():
-            # Straight on the driver (SQLAlchemy's per-statement work is a third of a
-            # schema's client time here); the transaction is still the one begun above.
-            cursor = connection.connection.driver_connection.cursor()
-            # One round trip: timeouts, the tenant lock, then (after the lock, in a new
-            # snapshot) whether the tenant still exists, its version table, its search_path.
-            exists, versioned, _ = _last_row(cursor.execute(
+        quoted = quote_ident(schema_name_for(slug))
+        cursor = connection.cursor()
+        # One round trip (psycopg opens the transaction): timeouts, the tenant lock, then,
+        # after the lock and in a new snapshot, whether the tenant still exists, its
+        # search_path and the revision in its schema.
+        try:
+            _, (exists, _), (current,) = _first_rows(cursor.execute(
                 f"SELECT set_config('lock_timeout', {self.timeouts_sql[0]}, true),"
                 f" set_config('statement_timeout', {self.timeouts_sql[1]}, true),"
                 f" pg_advisory_xact_lock({LOCK_NAMESPACE}, hashtext('{slug}'));"
                 f" SELECT EXISTS (SELECT 1 FROM public.tenants WHERE id = {int(task['tenant_id'])}),"
-                f" to_regclass('{quoted}.alembic_version') IS NOT NULL,"
-                f" set_config('search_path', '{quoted}', true)"
+                f" set_config('search_path', '{quoted}', true);"
+                f" SELECT max(version_num) FROM {quoted}.alembic_version"
             ))
-            if not exists:
-                return {"status": "deleted", "from": None, "to": None}
-            current = None
-            if versioned:
-                row = cursor.execute(f"SELECT version_num FROM {quoted}.alembic_version").fetchone()
-                current = row[0] if row else None
-            steps = migrations.plan_steps(current, self.target, self.location)
-            if not steps:
-                cursor.execute(self._record_sql(task, current, current, "current"))
-                return {"status": "current", "from": current, "to": current}
-            if all(step.transactional for step in steps):
-                # From base (an empty or absent alembic_version), Alembic online knows whether to
-                # create the version table; the rendered text always would.
-                rendered = migrations.rendered_path(current, self.target, self.location) if current else None
-                record = self._record_sql(task, current, self.target, "migrated")
-                if rendered is not None:  # the path's SQL and the ledger, in one round trip
-                    cursor.execute(rendered + record)
-                else:
-                    migrations.migrate_schema(
-                        connection, schema_name, self.target, location=self.location,
-                        known=migrations.SchemaState(current, bool(versioned)),
-                    )
-                    cursor.execute(record)
-                return {"status": "migrated", "from": current, "to": self.target}
-        return self._migrate_in_segments(connection, task, schema_name, current, steps, started)
+        except psycopg.errors.UndefinedTable:  # no version table (or no schema): Alembic's case
+            connection.rollback()
+            return None
+        if not exists:
+            connection.rollback()
+            return {"status": "deleted", "from": None, "to": None}
+        if current == self.target:
+            status, rendered = "current", ""
+        else:
+            status, rendered = "migrated", self.paths.get(current) if current else None
+            if rendered is None:  # no alembic_version, or a revision the coordinator did not foresee
+                connection.rollback()
+                return None
+        # The second and last round trip: the SQL, the ledger, COMMIT. If a statement fails,
+        # the server skips the rest (COMMIT included) and migrate() rolls back.
+        cursor.execute(
+            rendered + record_sql(self.literal, self.run_id, task, current, self.target, status) + ";COMMIT"
+        )
+        connection.commit()  # a no-op for psycopg now, but says where the transaction ends
+        return {"status": status, "from": current, "to": self.target}
 
-    def _migrate_in_segments(
-        self, connection: Connection, task: dict[str, Any], schema_name: str,
-        current: str | None, steps: tuple[migrations.Step, ...], started: float,
-    ) -> dict[str, Any]:
-        """A path with a ``run_in_transaction = False`` revision: transactions around it.
 
-        Each segment commits on its own and records the revision it reached, so a crash
-        leaves the schema fully at some revision of the path; the non-transactional
-        revision itself must be safe to run again (``IF NOT EXISTS`` …).
-        """
-        params = {**self.timeouts, "ns": LOCK_NAMESPACE, "slug": task["slug"], "id": task["tenant_id"]}
-        reached = current
-        for transactional, stop in _segments(steps):
-            if transactional:
-                with connection.begin():
-                    connection.exec_driver_sql(_PREAMBLE, params)
-                    reached = migrations.migrate_schema(connection, schema_name, stop, location=self.location)
-                    connection.exec_driver_sql(_RECORD_REVISION, {"rev": reached, "id": task["tenant_id"]})
-                continue
-            connection.execution_options(isolation_level="AUTOCOMMIT")
-            try:
-                connection.exec_driver_sql(
-                    "SELECT set_config('statement_timeout', %(statement_timeout)s, false),"
-                    " set_config('lock_timeout', %(lock_timeout)s, false),"
-                    " pg_advisory_lock(%(ns)s, hashtext(%(slug)s))", params,
-                )
-                try:
-                    before = reached
-                    reached = migrations.migrate_schema(
-                        connection, schema_name, stop, location=self.location, outside_transaction=True
-                    )
-                    _refuse_invalid_indexes(connection, schema_name, before)
-                    connection.exec_driver_sql(_RECORD_REVISION, {"rev": reached, "id": task["tenant_id"]})
-                finally:
-                    connection.exec_driver_sql("SELECT pg_advisory_unlock(%(ns)s, hashtext(%(slug)s))", params)
-                    connection.exec_driver_sql("RESET statement_timeout; RESET lock_timeout; RESET search_path")
-            finally:
-                connection.rollback()  # end SQLAlchemy's autobegun no-op transaction
-                connection.execution_options(isolation_level=connection.default_isolation_level)
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        with connection.begin():
-            connection.exec_driver_sql(
-                self._record_sql(task, current, reached, "migrated", elapsed_ms)
-            )
-        return {"status": "migrated", "from": current, "to": reached}
+def record_sql(
+    literal: Callable[[Any], str], run_id: int | None, task: dict[str, Any],
+    before: str | None, after: str | None, status: str, elapsed_ms: float | None = None,
+) -> str:
+    """The revision in public.tenants and the ledger row, as literal SQL for the same round trip.
 
-    def _record_sql(
-        self, task: dict[str, Any], before: str | None, after: str | None, status: str,
-        elapsed_ms: float | None = None,
-    ) -> str:
-        """The revision in public.tenants and the ledger row, as literal SQL for the same round trip.
+    ``duration_ms`` is the schema's transaction time on the server (lock wait
+    included), or ``elapsed_ms`` when the work spanned several transactions.
+    """
+    duration = "extract(epoch FROM clock_timestamp() - now()) * 1000" if elapsed_ms is None \
+        else f"{float(elapsed_ms):.3f}"
+    slug = validate_slug(task["slug"])
+    tenant_id = int(task["tenant_id"])
+    text = f";UPDATE public.tenants SET schema_revision = {literal(after)} WHERE id = {tenant_id}"
+    if run_id is not None:
+        text += (
+            ";INSERT INTO public.migration_outcomes (run_id, tenant_id, tenant_slug, from_revision,"
+            " to_revision, status, attempts, duration_ms) VALUES"
+            f" ({int(run_id)}, {tenant_id}, '{slug}', {literal(before)},"
+            f" {literal(after)}, {literal(status)}, {int(task.get('attempt', 1))}, {duration})"
+        )
+    return text
 
-        ``duration_ms`` is the schema's transaction time on the server (lock wait
-        included), or ``elapsed_ms`` when the work spanned several transactions.
-        """
-        duration = "extract(epoch FROM clock_timestamp() - now()) * 1000" if elapsed_ms is None \
-            else f"{float(elapsed_ms):.3f}"
-        literal = self.literal
-        slug = validate_slug(task["slug"])
-        tenant_id = int(task["tenant_id"])
-        sql = f";UPDATE public.tenants SET schema_revision = {literal(after)} WHERE id = {tenant_id}"
-        if self.run_id is not None:
-            sql += (
-                ";INSERT INTO public.migration_outcomes (run_id, tenant_id, tenant_slug, from_revision,"
-                " to_revision, status, attempts, duration_ms) VALUES"
-                f" ({int(self.run_id)}, {tenant_id}, '{slug}', {literal(before)},"
-                f" {literal(after)}, {literal(status)}, {int(task.get('attempt', 1))}, {duration})"
-            )
-        return sql
+
+def failure(error: BaseException, *, lost: bool = False) -> dict[str, Any]:
+    """A failed schema's result: the error's first line, and whether another attempt may succeed."""
+    sqlstate = getattr(error, "sqlstate", None)
+    return {
+        "status": "failed", "error": first_line(error), "sqlstate": sqlstate,
+        # a lost or refused connection (no SQLSTATE) is worth another attempt too
+        "retryable": sqlstate in RETRYABLE_SQLSTATES or lost or (
+            sqlstate is None and isinstance(error, psycopg.OperationalError)
+        ),
+    }
 
 
 def _last_row(cursor: Any) -> Any:
@@ -245,36 +193,12 @@ def _last_row(cursor: Any) -> Any:
     return row
 
 
-def _refuse_invalid_indexes(connection: Connection, schema_name: str, before: str | None) -> None:
-    """A failed ``CREATE INDEX CONCURRENTLY`` leaves an INVALID index that ``IF NOT EXISTS``
-    would then skip: never record a revision over one. Alembic has already moved
-    ``alembic_version`` (autocommit), so it is put back to ``before``."""
-    invalid = connection.exec_driver_sql(
-        "SELECT string_agg(i.relname, ', ') FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
-        " WHERE i.relnamespace = %(s)s::regnamespace AND NOT x.indisvalid",
-        {"s": quote_ident(schema_name)},
-    ).scalar()
-    if invalid:
-        version_table = f"{quote_ident(schema_name)}.alembic_version"
-        if before is None:
-            connection.exec_driver_sql(f"DELETE FROM {version_table}")
-        else:
-            connection.exec_driver_sql(f"UPDATE {version_table} SET version_num = %(v)s", {"v": before})
-        raise RuntimeError(
-            f"INVALID index(es) {invalid} in {schema_name} (a concurrent build failed): "
-            "drop them (DROP INDEX CONCURRENTLY) and run the migration again"
-        )
-
-
-def _segments(steps: tuple[migrations.Step, ...]) -> list[tuple[bool, str | None]]:
-    """Split a path into runs of transactional steps and single non-transactional ones."""
-    segments: list[tuple[bool, str | None]] = []
-    for step in steps:
-        if step.transactional and segments and segments[-1][0]:
-            segments[-1] = (True, step.revision)
-        else:
-            segments.append((step.transactional, step.revision))
-    return segments
+def _first_rows(cursor: Any) -> list[Any]:
+    """The first row of each result of a multi-statement query."""
+    rows = [cursor.fetchone()]
+    while cursor.nextset():
+        rows.append(cursor.fetchone())
+    return rows
 
 
 def _ms(seconds: float | None) -> str:
@@ -287,9 +211,41 @@ def first_line(exc: BaseException | object) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+class Worker:
+    """The rendered path first; Alembic online from the first schema that needs it on."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = settings
+        self.rendered: RenderedMigrator | None = RenderedMigrator(settings)
+        self.online: Any = None
+
+    def migrate(self, task: dict[str, Any]) -> dict[str, Any]:
+        started = time.perf_counter()
+        result = self.rendered.migrate(task) if self.rendered is not None else None
+        if result is None:
+            if self.online is None:
+                if self.rendered is not None:  # one connection per worker: hand over
+                    self.rendered.close()
+                    self.rendered = None
+                from .fanout_online import OnlineMigrator
+
+                self.online = OnlineMigrator(self.settings)
+            result = self.online.migrate(task)
+        result["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        return result
+
+    def close(self) -> None:
+        if self.rendered is not None:
+            self.rendered.close()
+        if self.online is not None:
+            self.online.close()
+
+
 def main() -> int:
-    settings = json.loads(sys.stdin.readline())
-    migrator = SchemaMigrator(settings)
+    line = sys.stdin.readline()
+    if not line.strip():
+        return 0  # started ahead of need and not needed after all
+    worker = Worker(json.loads(line))
     out = sys.stdout
     try:
         out.write(json.dumps({"ready": True}) + "\n")
@@ -297,16 +253,15 @@ def main() -> int:
         for line in sys.stdin:
             if not line.strip():
                 continue
-            result = migrator.migrate(json.loads(line))
+            result = worker.migrate(json.loads(line))
             out.write(json.dumps(result) + "\n")
             out.flush()
     except (BrokenPipeError, KeyboardInterrupt):
         return 1  # the coordinator is gone or interrupted: the current schema rolled back or committed whole
     finally:
-        migrator.close()
+        worker.close()
     return 0
 
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -7,7 +7,10 @@ in a namespace of their own (``classid``) apart from any other application's.
 
 from __future__ import annotations
 
-from sqlalchemy.engine import Connection
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the fan-out worker imports LOCK_NAMESPACE without loading SQLAlchemy
+    from sqlalchemy.engine import Connection
 
 #: classid of every Tenantry advisory lock ("TN" in ASCII); objid is hashtext(slug).
 LOCK_NAMESPACE = 0x544E

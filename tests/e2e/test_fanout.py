@@ -553,6 +553,35 @@ def test_a_revision_that_reads_data_runs_online_per_schema(make_tenant, engine, 
     assert archived == {empty: 0, full: 1}
 
 
+def test_a_schema_whose_ledger_disagrees_is_migrated_from_where_it_really_is(
+    make_tenant, engine, stream, fanout_app
+):
+    """Workers apply SQL rendered for the revision the ledger records; a schema that is
+    elsewhere (an older revision, a ledger written by hand) is moved by Alembic from its
+    own alembic_version instead, and the ledger is put right."""
+    honest, behind = sorted(make_tenant().slug for _ in range(2))
+    stream.add("t0002", ADD_ARCHIVED_AT.format(between=""), DROP_ARCHIVED_AT)
+    stream.add("t0003", 'op.add_column("repositories", sa.Column("note", sa.Text(), nullable=True))',
+               'op.drop_column("repositories", "note")')
+    app = fanout_app()
+    code, _, _ = migrate(app, "--to", "t0002", "--tenant", behind)
+    assert code == 0
+    with engine.begin() as conn:  # the ledger claims it never moved
+        conn.execute(text("UPDATE public.tenants SET schema_revision = :r WHERE slug = :s"), {"r": BASE, "s": behind})
+
+    code, report, _ = migrate(app)
+    assert code == 0 and report["migrated"] == 2, report
+    assert {s: v[:2] for s, v in revisions(engine, [honest, behind]).items()} == {
+        honest: ("t0003", "t0003"), behind: ("t0003", "t0003")}
+    assert outcomes(engine, report["run_id"]) == {
+        honest: ("migrated", 1, None), behind: ("migrated", 1, None)}
+    with engine.connect() as conn:
+        froms = dict(conn.execute(text(
+            "SELECT tenant_slug, from_revision FROM public.migration_outcomes WHERE run_id = :r"
+        ), {"r": report["run_id"]}).all())
+    assert froms == {honest: BASE, behind: "t0002"}
+
+
 # --- drift ------------------------------------------------------------------
 
 
