@@ -288,6 +288,11 @@ class _Worker:
             except OSError:  # it is gone already
                 pass
 
+    def discard(self) -> None:
+        """Stop a worker that was never configured (it holds no connection) without waiting for it."""
+        self.proc.kill()
+        self.stop()
+
     def stop(self, timeout: float = 30.0) -> None:
         try:
             self.close_input()
@@ -330,8 +335,8 @@ class _Run:
         try:
             return self._execute(started)
         finally:
-            for worker in self.idle:
-                worker.stop()
+            for worker in self.idle:  # never configured: no connection, nothing to finish
+                worker.discard()
 
     def _execute(self, started: float) -> RunReport:
         self._abort_stale_runs()
