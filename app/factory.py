@@ -104,7 +104,7 @@ def _configure_api(app: Flask) -> None:
 
 
 def _configure_requests(app: Flask) -> None:
-    from .api.auth import release_tenant
+    from .api.auth import release_tenant, request_id
     from .api.errors import handle_exception
 
     @app.before_request
@@ -112,6 +112,12 @@ def _configure_requests(app: Flask) -> None:
         if request.method in {"POST", "PUT", "PATCH"} and request.content_length:
             if not request.is_json:
                 raise UnsupportedMediaType("Send the body as application/json.")
+
+    @app.after_request
+    def echo_request_id(response):  # type: ignore[no-untyped-def]
+        """Every response names its request, so a client's report can be found in the audit trail."""
+        response.headers["X-Request-ID"] = request_id()
+        return response
 
     @app.after_request
     def commit_unit_of_work(response):  # type: ignore[no-untyped-def]

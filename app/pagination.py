@@ -43,7 +43,12 @@ def decode_cursor(cursor: str | None, kind: type) -> str | int | None:
         name, _, value = raw.partition(":")
         if name != kind.__name__ or not value:
             raise ValueError(raw)
-        return int(value) if kind is int else value
+        if kind is int:
+            key = int(value)
+            if not -(2**63) <= key < 2**63:  # keys are bigint: anything else was forged
+                raise ValueError(raw)
+            return key
+        return value
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidCursor() from None
 

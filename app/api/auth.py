@@ -1,18 +1,26 @@
 """Who is calling: the admin bearer token, or a tenant API key that binds its tenant.
 
-The tenant binding made here is undone in ``teardown_request``, so no request can
-leave a tenant bound to the thread or task that served it.
+The tenant binding (and the audit actor) made here are undone in ``teardown_request``,
+so no request can leave a tenant bound to the thread or task that served it.
+
+Roles of tenant keys are ordered: ``viewer`` reads, ``member`` also writes tenant
+data, ``admin`` also manages keys and reads the audit trail. Each tenant blueprint
+says which role its reads and its writes need (:func:`tenant_key_required`).
 """
 
 from __future__ import annotations
 
 import hmac
+import re
+import uuid
+from collections.abc import Callable
 
 from flask import current_app, g, request
 from werkzeug.exceptions import Forbidden, Unauthorized
 
 from app.extensions import db
-from app.tenancy import api_keys
+from app.models.public import API_KEY_ROLES
+from app.tenancy import api_keys, audit
 from app.tenancy.binding import apply_binding
 from app.tenancy.context import TenantBinding, bind, unbind
 
@@ -34,6 +42,7 @@ def require_admin() -> None:
     if not expected:
         raise Unauthorized("The admin API is disabled: ADMIN_TOKEN is not configured.")
     if hmac.compare_digest(token.encode(), expected.encode()):
+        g.audit_token = audit.bind_actor(audit.Actor(label="admin-api", request_id=request_id()))
         return
     if api_keys.looks_like_api_key(token):
         raise Forbidden("Tenant API keys cannot use the admin API.")
@@ -50,7 +59,44 @@ def require_tenant_key() -> None:
     g.api_key = key
     g.tenant = tenant
     g.tenant_token = bind(TenantBinding.for_slug(tenant.id, tenant.slug))
+    g.audit_token = audit.bind_actor(audit.Actor(
+        label=f"api-key:{key.id}", api_key_id=key.id, role=key.role, request_id=request_id()
+    ))
     apply_binding(db.session())
+
+
+def tenant_key_required(read: str = "viewer", write: str = "member") -> Callable[[], None]:
+    """A ``before_request`` that authenticates a tenant key and checks its role.
+
+    Safe methods (GET, HEAD, OPTIONS) need ``read``, the others ``write``. A key whose
+    role is too low gets 403 before any tenant data is touched.
+    """
+    for role in (read, write):
+        if role not in API_KEY_ROLES:
+            raise ValueError(f"unknown role {role!r}")
+
+    def check() -> None:
+        require_tenant_key()
+        needed = read if request.method in {"GET", "HEAD", "OPTIONS"} else write
+        if _RANK[g.api_key.role] < _RANK[needed]:
+            raise Forbidden(f"This API key has role {g.api_key.role!r}; this needs {needed!r} or above.")
+
+    return check
+
+
+_RANK = {role: rank for rank, role in enumerate(API_KEY_ROLES)}
+
+#: What a client may send as X-Request-ID (anything else is replaced, not echoed).
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def request_id() -> str:
+    """This request's id: the client's X-Request-ID when it is sane, else a new one."""
+    rid = g.get("request_id")
+    if rid is None:
+        sent = request.headers.get("X-Request-ID", "")
+        rid = g.request_id = sent if _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+    return rid
 
 
 def release_tenant(exc: BaseException | None = None) -> None:
@@ -58,3 +104,6 @@ def release_tenant(exc: BaseException | None = None) -> None:
     token = g.pop("tenant_token", None)
     if token is not None:
         unbind(token)
+    actor = g.pop("audit_token", None)
+    if actor is not None:
+        audit.unbind_actor(actor)

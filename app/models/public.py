@@ -51,9 +51,19 @@ class Plan(PublicBase):
 
     __tablename__ = "plans"
 
+    __table_args__ = (
+        CheckConstraint(
+            "(max_repositories IS NULL OR max_repositories >= 0)"
+            " AND (rate_limit_per_minute IS NULL OR rate_limit_per_minute > 0)"
+            " AND monthly_price_cents >= 0",
+            name="limits_positive",
+        ),
+    )
+
     id: Mapped[bigint_pk]
     name: Mapped[str] = mapped_column(String(40), unique=True)
     max_repositories: Mapped[int | None] = mapped_column(Integer)  # None = unlimited
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)  # None = unlimited
     monthly_price_cents: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[created_at]
 
@@ -109,6 +119,7 @@ class ApiKey(PublicBase):
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
     secret_hash: Mapped[str] = mapped_column(String(64))
     role: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[created_at]
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -186,3 +197,24 @@ class MigrationOutcome(PublicBase):
     duration_ms: Mapped[float] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
     finished_at: Mapped[created_at]
+
+
+class PlatformAuditEvent(PublicBase):
+    """A platform action (provision, suspend, resume, delete, plan change, operator revocation).
+
+    No foreign key to tenants: the trail outlives the tenants it mentions.
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_occurred_at_id", "occurred_at", "id"),)
+
+    id: Mapped[bigint_pk]
+    occurred_at: Mapped[created_at]
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(60))
+    tenant_id: Mapped[int | None] = mapped_column(BigInteger)
+    tenant_slug: Mapped[str | None] = mapped_column(String(40), index=True)
+    resource: Mapped[str] = mapped_column(String(60))
+    resource_id: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    changes: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

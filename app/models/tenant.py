@@ -6,7 +6,10 @@ references only tables of its own schema, and uses no triggers.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import BigInteger, Boolean, Index, MetaData, String, true
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from .public import NAMING_CONVENTION
@@ -31,3 +34,26 @@ class Repository(TenantBase):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[created_at]
     updated_at: Mapped[updated_at]
+
+
+class AuditEvent(TenantBase):
+    """One change to this tenant's data, written in the change's own transaction.
+
+    A change that rolls back leaves no event, and an event never exists without its change.
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_occurred_at_id", "occurred_at", "id"),
+        Index("ix_audit_events_action", "action"),
+    )
+
+    id: Mapped[bigint_pk]
+    occurred_at: Mapped[created_at]
+    action: Mapped[str] = mapped_column(String(60))
+    resource: Mapped[str] = mapped_column(String(60))
+    resource_id: Mapped[str | None] = mapped_column(String(64))
+    api_key_id: Mapped[int | None] = mapped_column(BigInteger)
+    role: Mapped[str | None] = mapped_column(String(20))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    changes: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

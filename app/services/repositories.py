@@ -2,7 +2,8 @@
 
 Every query is unqualified and resolves through the transaction's search_path, so a
 row of another tenant is not filtered out here: it simply does not exist.
-Functions flush when they need server-generated values and never commit.
+Functions flush when they need server-generated values and never commit. Every
+change adds its audit event to the same transaction.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from sqlalchemy.orm import Session
 
 from app.models.tenant import Repository
 from app.pagination import Page, decode_cursor, make_page
+from app.tenancy import audit
 
 from .errors import Conflict, NotFound
 
 UPDATABLE = frozenset({"owner", "name", "enabled"})
+#: What an audit event shows of a repository.
+AUDITED = ("github_repo_id", "owner", "name", "full_name", "enabled")
 
 
 def list_repositories(
@@ -60,6 +64,8 @@ def create_repository(
         raise Conflict(
             f"A repository with github_repo_id {github_repo_id} exists already.", "github_repo_id"
         )
+    audit.record(session, "repository.created", "repository", created.id,
+                 after=audit.snapshot(created, AUDITED))
     return created
 
 
@@ -76,17 +82,24 @@ def update_repository(session: Session, repository_id: int, changes: dict[str, A
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
     repository = get_repository(session, repository_id)
+    before = audit.snapshot(repository, AUDITED)
     for field, value in changes.items():
         setattr(repository, field, value)
     repository.full_name = f"{repository.owner}/{repository.name}"
+    audit.record(session, "repository.updated", "repository", repository_id,
+                 before=before, after=audit.snapshot(repository, AUDITED))
     session.flush()  # server-side updated_at for the response
     session.refresh(repository, ["updated_at"])
     return repository
 
 
 def delete_repository(session: Session, repository_id: int) -> None:
-    deleted = session.scalar(
-        delete(Repository).where(Repository.id == repository_id).returning(Repository.id)
-    )
+    deleted = session.execute(
+        delete(Repository).where(Repository.id == repository_id).returning(
+            *(getattr(Repository, name) for name in AUDITED)
+        )
+    ).first()
     if deleted is None:
         raise NotFound("repository", repository_id)
+    audit.record(session, "repository.deleted", "repository", repository_id,
+                 before=dict(zip(AUDITED, deleted, strict=True)))

@@ -14,6 +14,7 @@ One module per concern:
 - ``migrations``    the tenant Alembic stream, run against one schema inside a caller's transaction
 - ``api_keys``      issuing and checking tenant API keys
 - ``provisioning``  create a tenant atomically (row + schema + migrations + first key)
+- ``audit``         who acts (a context value) and the two audit trails it writes
 """
 
 from .context import TenantBinding, current_tenant, require_tenant, tenant_scope

@@ -207,7 +207,7 @@ def run(url: str, options: FanoutOptions, progress: Progress | None = None) -> R
     :raise FanoutLocked: another run holds the fan-out lock.
     :raise UnknownRevision, TenantNotFound: see :func:`plan`.
     """
-    engine = create_engine(url, poolclass=NullPool)
+    engine = create_engine(url, poolclass=NullPool, connect_args={"application_name": "tenantry-fanout"})
     try:
         with engine.connect() as connection:
             connection.execution_options(isolation_level="AUTOCOMMIT")

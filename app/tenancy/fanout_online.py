@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from . import migrations
-from .fanout_worker import Literals, _last_row, _ms, failure, record_sql
+from .fanout_worker import APPLICATION_NAME, Literals, _last_row, _ms, failure, record_sql
 from .locks import LOCK_NAMESPACE
 from .naming import quote_ident, schema_name_for, validate_slug
 
@@ -48,7 +48,9 @@ class OnlineMigrator:
         }
         self.literal = Literals()
         self.timeouts_sql = tuple(self.literal(self.timeouts[name]) for name in ("lock_timeout", "statement_timeout"))
-        self.engine: Engine = create_engine(settings["url"], poolclass=NullPool)
+        self.engine: Engine = create_engine(
+            settings["url"], poolclass=NullPool, connect_args={"application_name": APPLICATION_NAME}
+        )
         self.connection: Connection | None = None
         self.served = 0
         migrations.tenant_script(self.location)  # load the scripts once, before the first task

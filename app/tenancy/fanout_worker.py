@@ -44,6 +44,9 @@ from .naming import quote_ident, schema_name_for, validate_slug
 #: too many connections, server starting or shutting down.
 RETRYABLE_SQLSTATES = frozenset({"55P03", "40P01", "40001", "53300", "57P03", "57P01"})
 
+#: How worker connections show in pg_stat_activity.
+APPLICATION_NAME = "tenantry-fanout-worker"
+
 
 class Literals:
     """``value`` as a SQL literal, quoted by psycopg; revisions and timeouts repeat, so cached."""
@@ -86,7 +89,7 @@ class RenderedMigrator:
             self.connection.close()
             self.connection = None
         if self.connection is None:
-            self.connection = psycopg.connect(self.dsn)
+            self.connection = psycopg.connect(self.dsn, application_name=APPLICATION_NAME)
             self.served = 0
         self.served += 1
         return self.connection

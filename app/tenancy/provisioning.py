@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from app.models.public import Plan, Tenant
 
-from . import locks
+from . import audit, locks
 from .api_keys import IssuedApiKey, issue_api_key
 from .binding import set_search_path
 from .context import current_tenant
@@ -111,4 +111,8 @@ def _provision(
     session.add(tenant)
     session.flush()  # generate tenants.id for the key, and the timestamps for the record
     key = issue_api_key(session, tenant, "admin")
+    audit.record_platform(
+        session, "tenant.provisioned", "tenant", slug, tenant_id=tenant.id, tenant_slug=slug,
+        after={"name": name, "plan": plan_name, "schema_revision": revision},
+    )
     return ProvisionedTenant(tenant=TenantRecord.of(tenant), admin_key=key)

@@ -138,24 +138,24 @@ def test_dozens_of_schemas_with_several_jobs_reach_head_and_the_ledger_says_so(
     slugs = sorted(make_tenant().slug for _ in range(24))
     with engine.begin() as conn:  # suspended tenants are migrated too
         conn.execute(text("UPDATE public.tenants SET status = 'suspended' WHERE slug = :s"), {"s": slugs[0]})
-    stream.add("t0002", ADD_ARCHIVED_AT.format(between=""), DROP_ARCHIVED_AT)
+    stream.add("x0002", ADD_ARCHIVED_AT.format(between=""), DROP_ARCHIVED_AT)
     app = fanout_app()
 
     code, report, _ = migrate(app, "--jobs", "3")
 
     assert code == 0, (report, _)
     assert (report["status"], report["migrated"], report["failed"]) == ("succeeded", 24, 0)
-    assert revisions(engine, slugs) == {slug: ("t0002", "t0002", True) for slug in slugs}
+    assert revisions(engine, slugs) == {slug: ("x0002", "x0002", True) for slug in slugs}
     assert outcomes(engine, report["run_id"]) == {slug: ("migrated", 1, None) for slug in slugs}
     with engine.connect() as conn:
         run = conn.execute(text(
             "SELECT status, target_revision, migrated, failed, finished_at IS NOT NULL"
             " FROM public.migration_runs WHERE id = :r"), {"r": report["run_id"]}).one()
-    assert tuple(run) == ("succeeded", "t0002", 24, 0, True)
+    assert tuple(run) == ("succeeded", "x0002", 24, 0, True)
 
     status = app.test_cli_runner().invoke(args=["tenants", "status", "--json"])
     assert json.loads(status.stdout) | {"tenants": None} == {
-        "head": "t0002", "tenants": None, "counts": {"t0002": 24}, "behind": 0
+        "head": "x0002", "tenants": None, "counts": {"x0002": 24}, "behind": 0
     }
     check = app.test_cli_runner().invoke(args=["tenants", "check"])
     assert check.exit_code == 0, check.stdout
@@ -166,7 +166,7 @@ def test_dozens_of_schemas_with_several_jobs_reach_head_and_the_ledger_says_so(
 
 def test_downgrade_with_to_and_the_ledger_keeps_both_runs(make_tenant, engine, stream, fanout_app):
     slugs = [make_tenant().slug for _ in range(3)]
-    stream.add("t0002", ADD_ARCHIVED_AT.format(between=""), DROP_ARCHIVED_AT)
+    stream.add("x0002", ADD_ARCHIVED_AT.format(between=""), DROP_ARCHIVED_AT)
     app = fanout_app()
     up_code, up, _ = migrate(app)
     down_code, down, _ = migrate(app, "--to", BASE)
@@ -176,7 +176,7 @@ def test_downgrade_with_to_and_the_ledger_keeps_both_runs(make_tenant, engine, s
         moves = conn.execute(text(
             "SELECT DISTINCT run_id, from_revision, to_revision FROM public.migration_outcomes"
             " WHERE run_id IN (:a, :b) ORDER BY run_id"), {"a": up["run_id"], "b": down["run_id"]}).all()
-    assert [tuple(m) for m in moves] == [(up["run_id"], BASE, "t0002"), (down["run_id"], "t0002", BASE)]
+    assert [tuple(m) for m in moves] == [(up["run_id"], BASE, "x0002"), (down["run_id"], "x0002", BASE)]
 
 
 # --- failures stay in their schema ------------------------------------------
@@ -189,7 +189,7 @@ def test_data_dependent_failures_roll_back_only_their_schemas_and_a_rerun_takes_
     bad = set(slugs[2:4])
     for slug in slugs:
         add_repository(engine, slug, "Shouting" if slug in bad else "quiet")
-    stream.add("t0002", """
+    stream.add("x0002", """
         op.add_column("repositories", sa.Column("slug_name", sa.String(100)))
         op.create_check_constraint("name_lower", "repositories", "name = lower(name)")
     """, """
@@ -223,7 +223,7 @@ def test_data_dependent_failures_roll_back_only_their_schemas_and_a_rerun_takes_
 def test_fail_fast_stops_scheduling_after_the_first_failure(make_tenant, engine, stream, fanout_app):
     slugs = sorted(make_tenant().slug for _ in range(6))
     add_repository(engine, slugs[0], "Shouting")
-    stream.add("t0002", 'op.create_check_constraint("lower", "repositories", "name = lower(name)")')
+    stream.add("x0002", 'op.create_check_constraint("lower", "repositories", "name = lower(name)")')
     code, report, _ = migrate(fanout_app(), "--jobs", "1", "--fail-fast")
     assert code == 1
     assert (report["failed"], report["migrated"], report["skipped"]) == (1, 0, 5)
@@ -235,7 +235,7 @@ def test_a_locked_table_times_out_is_retried_and_reported_without_holding_up_the
 ):
     slugs = sorted(make_tenant().slug for _ in range(4))
     blocked = slugs[1]
-    stream.add("t0002", ADD_ARCHIVED_AT.format(between=""), DROP_ARCHIVED_AT)
+    stream.add("x0002", ADD_ARCHIVED_AT.format(between=""), DROP_ARCHIVED_AT)
     app = fanout_app()
     with engine.connect() as holder:
         holder.exec_driver_sql(f'LOCK TABLE "t_{blocked}".repositories IN ACCESS SHARE MODE')
@@ -255,7 +255,7 @@ def test_a_locked_table_times_out_is_retried_and_reported_without_holding_up_the
 
 def test_a_lock_released_between_attempts_lets_the_retry_succeed(make_tenant, engine, stream, fanout_app):
     slug = make_tenant().slug
-    stream.add("t0002", ADD_ARCHIVED_AT.format(between=""), DROP_ARCHIVED_AT)
+    stream.add("x0002", ADD_ARCHIVED_AT.format(between=""), DROP_ARCHIVED_AT)
     app = fanout_app()
     holder = engine.connect()
     holder.exec_driver_sql(f'LOCK TABLE "t_{slug}".repositories IN ACCESS SHARE MODE')
@@ -273,7 +273,7 @@ def test_a_lock_released_between_attempts_lets_the_retry_succeed(make_tenant, en
 
 def test_statement_timeout_fails_a_slow_schema_without_retrying_it(make_tenant, engine, stream, fanout_app):
     slow, quick = sorted(make_tenant().slug for _ in range(2))
-    stream.add("t0002", f"""
+    stream.add("x0002", f"""
         op.add_column("repositories", sa.Column("archived_at", sa.DateTime(timezone=True), nullable=True))
         op.execute("SELECT pg_sleep(CASE WHEN current_schema() = 't_{slow}' THEN 5 ELSE 0 END)")
     """, 'op.drop_column("repositories", "archived_at")')
@@ -282,7 +282,7 @@ def test_statement_timeout_fails_a_slow_schema_without_retrying_it(make_tenant, 
     [failure] = report["failures"]
     assert failure["slug"] == slow and failure["attempts"] == 1  # a timeout is not a lock: no retry
     assert "statement timeout" in failure["error"]
-    assert revisions(engine, [slow, quick]) == {slow: (BASE, BASE, False), quick: ("t0002", "t0002", True)}
+    assert revisions(engine, [slow, quick]) == {slow: (BASE, BASE, False), quick: ("x0002", "x0002", True)}
 
 
 # --- concurrency, crashes ---------------------------------------------------
@@ -316,7 +316,7 @@ def _running_run(engine: Engine) -> int | None:
 
 def test_a_second_fanout_is_refused_with_exit_2_naming_the_run(make_tenant, engine, stream, fanout_app):
     slug = make_tenant().slug
-    stream.add("t0002", ADD_ARCHIVED_AT.format(between=""), DROP_ARCHIVED_AT)
+    stream.add("x0002", ADD_ARCHIVED_AT.format(between=""), DROP_ARCHIVED_AT)
     app = fanout_app()
     holder = engine.connect()
     holder.exec_driver_sql(f'LOCK TABLE "t_{slug}".repositories IN ACCESS SHARE MODE')
@@ -336,7 +336,7 @@ def test_a_second_fanout_is_refused_with_exit_2_naming_the_run(make_tenant, engi
 
 def test_a_tenant_provisioned_during_the_run_ends_at_head(make_tenant, engine, stream, fanout_app):
     slugs = [make_tenant().slug for _ in range(3)]
-    stream.add("t0002", ADD_ARCHIVED_AT.format(between="op.execute('SELECT pg_sleep(0.3)')"), DROP_ARCHIVED_AT)
+    stream.add("x0002", ADD_ARCHIVED_AT.format(between="op.execute('SELECT pg_sleep(0.3)')"), DROP_ARCHIVED_AT)
     app = fanout_app()
     thread, result = _run_in_thread(app, fanout.FanoutOptions(location=str(stream.location), jobs=1))
     try:
@@ -346,7 +346,7 @@ def test_a_tenant_provisioned_during_the_run_ends_at_head(make_tenant, engine, s
         thread.join(60)
     report = result[0]
     assert report.status == "succeeded" and report.counts.migrated == 4
-    assert revisions(engine, [*slugs, late])[late] == ("t0002", "t0002", True)
+    assert revisions(engine, [*slugs, late])[late] == ("x0002", "x0002", True)
 
 
 def _fanout_workers() -> list[int]:
@@ -366,7 +366,7 @@ def test_kill_9_of_the_whole_run_leaves_every_schema_whole_and_the_next_run_conv
     tenantry_database_url, make_tenant, engine, stream, fanout_app
 ):
     slugs = sorted(make_tenant().slug for _ in range(16))
-    stream.add("t0002", ADD_ARCHIVED_AT.format(between="op.execute('SELECT pg_sleep(0.1)')"), DROP_ARCHIVED_AT)
+    stream.add("x0002", ADD_ARCHIVED_AT.format(between="op.execute('SELECT pg_sleep(0.1)')"), DROP_ARCHIVED_AT)
     env = {
         **os.environ, "DATABASE_URL": tenantry_database_url,
         "TENANT_MIGRATIONS_LOCATION": str(stream.location), "ADMIN_TOKEN": "x" * 32,
@@ -384,17 +384,26 @@ def test_kill_9_of_the_whole_run_leaves_every_schema_whole_and_the_next_run_conv
         os.killpg(process.pid, signal.SIGKILL)  # the coordinator and its workers, mid-transaction
         process.wait()
     _wait_for(lambda: not _fanout_workers())
+    # A killed worker's backend may still be running the statements it was sent (COMMIT
+    # included): wait for it, as an operator would before reading the state.
+    def fanout_backends() -> int:
+        with engine.connect() as conn:  # a new transaction each time: pg_stat_activity is a snapshot
+            return conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name LIKE 'tenantry-fanout%%'").scalar()
+
+    _wait_for(lambda: fanout_backends() == 0)
 
     state = revisions(engine, slugs)
     for slug, (version, recorded, column) in state.items():
-        assert (version, recorded, column) in {(BASE, BASE, False), ("t0002", "t0002", True)}, slug
-    assert any(s[0] == "t0002" for s in state.values()) and any(s[0] == BASE for s in state.values())
+        assert (version, recorded, column) in {(BASE, BASE, False), ("x0002", "x0002", True)}, slug
+    assert any(s[0] == "x0002" for s in state.values()) and any(s[0] == BASE for s in state.values())
 
     app = fanout_app()
     code, report, _ = migrate(app, "--jobs", "2")
     assert code == 0
     assert report["migrated"] == sum(s[0] == BASE for s in state.values())
-    assert revisions(engine, slugs) == {s: ("t0002", "t0002", True) for s in slugs}
+    assert revisions(engine, slugs) == {s: ("x0002", "x0002", True) for s in slugs}
     with engine.connect() as conn:
         aborted = conn.exec_driver_sql(
             "SELECT count(*) FROM public.migration_runs WHERE status = 'aborted' AND id < %(r)s",
@@ -418,19 +427,19 @@ def _snapshot(engine: Engine) -> tuple[Any, ...]:
 
 def test_dry_run_prints_the_plan_and_changes_nothing(make_tenant, engine, stream, fanout_app):
     slugs = [make_tenant().slug for _ in range(3)]
-    stream.add("t0002", ADD_ARCHIVED_AT.format(between=""), DROP_ARCHIVED_AT)
+    stream.add("x0002", ADD_ARCHIVED_AT.format(between=""), DROP_ARCHIVED_AT)
     before = _snapshot(engine)
     result = fanout_app().test_cli_runner().invoke(args=["tenants", "migrate", "--dry-run"])
     assert result.exit_code == 0
     for slug in slugs:
-        assert f"{BASE} -> t0002" in next(line for line in result.stdout.splitlines() if slug in line)
+        assert f"{BASE} -> x0002" in next(line for line in result.stdout.splitlines() if slug in line)
     assert "3 to migrate" in result.stdout
     assert _snapshot(engine) == before
 
 
 def test_sql_prints_each_schemas_ddl_and_changes_nothing(make_tenant, engine, stream, fanout_app):
     slugs = [make_tenant().slug for _ in range(2)]
-    stream.add("t0002", ADD_ARCHIVED_AT.format(between=""), DROP_ARCHIVED_AT)
+    stream.add("x0002", ADD_ARCHIVED_AT.format(between=""), DROP_ARCHIVED_AT)
     before = _snapshot(engine)
     result = fanout_app().test_cli_runner().invoke(args=["tenants", "migrate", "--sql"])
     assert result.exit_code == 0
@@ -439,13 +448,13 @@ def test_sql_prints_each_schemas_ddl_and_changes_nothing(make_tenant, engine, st
         assert f'SET LOCAL search_path TO "t_{slug}"' in section
         assert "ALTER TABLE repositories ADD COLUMN archived_at TIMESTAMP WITH TIME ZONE" in section
         assert "CREATE INDEX ix_repositories_archived_at ON repositories (archived_at)" in section
-        assert f"UPDATE t_{slug}.alembic_version SET version_num='t0002'" in section
+        assert f"UPDATE t_{slug}.alembic_version SET version_num='x0002'" in section
     assert _snapshot(engine) == before
 
 
 def test_canary_migrates_the_first_n_and_a_later_run_continues(make_tenant, engine, stream, fanout_app):
     slugs = sorted(make_tenant().slug for _ in range(5))
-    stream.add("t0002", ADD_ARCHIVED_AT.format(between=""), DROP_ARCHIVED_AT)
+    stream.add("x0002", ADD_ARCHIVED_AT.format(between=""), DROP_ARCHIVED_AT)
     app = fanout_app()
     code, canary, _ = migrate(app, "--canary", "2")
     assert code == 0 and (canary["migrated"], canary["remaining"]) == (2, 3)
@@ -458,7 +467,7 @@ def test_canary_migrates_the_first_n_and_a_later_run_continues(make_tenant, engi
 
 def test_only_the_named_tenants_are_migrated(make_tenant, engine, stream, fanout_app):
     slugs = sorted(make_tenant().slug for _ in range(3))
-    stream.add("t0002", ADD_ARCHIVED_AT.format(between=""), DROP_ARCHIVED_AT)
+    stream.add("x0002", ADD_ARCHIVED_AT.format(between=""), DROP_ARCHIVED_AT)
     code, report, _ = migrate(fanout_app(), "--tenant", slugs[0], "--tenant", slugs[2])
     assert code == 0 and set(outcomes(engine, report["run_id"])) == {slugs[0], slugs[2]}
     assert revisions(engine, [slugs[1]])[slugs[1]] == (BASE, BASE, False)
@@ -480,7 +489,7 @@ def test_bad_usage_exits_2(app, args, message):
 
 def test_a_revision_outside_transactions_builds_its_index_concurrently(make_tenant, engine, stream, fanout_app):
     slugs = [make_tenant().slug for _ in range(3)]
-    stream.add("t0002", """
+    stream.add("x0002", """
         op.create_index("ix_repositories_full_name", "repositories", ["full_name"],
                         postgresql_concurrently=outside_transaction(), if_not_exists=True)
     """, 'op.drop_index("ix_repositories_full_name", table_name="repositories")',
@@ -493,19 +502,19 @@ def test_a_revision_outside_transactions_builds_its_index_concurrently(make_tena
             "SELECT count(*) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
             " WHERE i.relname = 'ix_repositories_full_name' AND x.indisvalid").scalar()
     assert valid == 3
-    assert revisions(engine, slugs) == {s: ("t0002", "t0002", False) for s in slugs}
+    assert revisions(engine, slugs) == {s: ("x0002", "x0002", False) for s in slugs}
     # Provisioning applies the same revision inside its one transaction (no CONCURRENTLY there).
     with app.app_context():
         from app.testing import provision
         fresh = provision(app, "fresh_after_concurrently")
-    assert revisions(engine, [fresh.slug])[fresh.slug][0] == "t0002"
+    assert revisions(engine, [fresh.slug])[fresh.slug][0] == "x0002"
 
 
 def test_a_failed_concurrent_build_is_reported_not_recorded(make_tenant, engine, stream, fanout_app):
     """CREATE INDEX CONCURRENTLY that times out leaves an INVALID index; IF NOT EXISTS would
     skip it on the retry, so the worker refuses to record the revision over it."""
     slug = make_tenant().slug
-    stream.add("t0002", """
+    stream.add("x0002", """
         op.create_index("ix_repositories_full_name", "repositories", ["full_name"],
                         postgresql_concurrently=outside_transaction(), if_not_exists=True)
     """, 'op.drop_index("ix_repositories_full_name", table_name="repositories")',
@@ -538,7 +547,7 @@ def test_a_revision_that_reads_data_runs_online_per_schema(make_tenant, engine, 
     at the data (op.get_bind()) cannot be, and is run through Alembic in each schema."""
     empty, full = sorted(make_tenant().slug for _ in range(2))
     add_repository(engine, full, "quiet")
-    stream.add("t0002", """
+    stream.add("x0002", """
         op.add_column("repositories", sa.Column("archived_at", sa.DateTime(timezone=True), nullable=True))
         if op.get_bind().exec_driver_sql("SELECT count(*) FROM repositories").scalar():
             op.execute("UPDATE repositories SET archived_at = '2026-01-01'")
@@ -560,11 +569,11 @@ def test_a_schema_whose_ledger_disagrees_is_migrated_from_where_it_really_is(
     elsewhere (an older revision, a ledger written by hand) is moved by Alembic from its
     own alembic_version instead, and the ledger is put right."""
     honest, behind = sorted(make_tenant().slug for _ in range(2))
-    stream.add("t0002", ADD_ARCHIVED_AT.format(between=""), DROP_ARCHIVED_AT)
-    stream.add("t0003", 'op.add_column("repositories", sa.Column("note", sa.Text(), nullable=True))',
+    stream.add("x0002", ADD_ARCHIVED_AT.format(between=""), DROP_ARCHIVED_AT)
+    stream.add("x0003", 'op.add_column("repositories", sa.Column("note", sa.Text(), nullable=True))',
                'op.drop_column("repositories", "note")')
     app = fanout_app()
-    code, _, _ = migrate(app, "--to", "t0002", "--tenant", behind)
+    code, _, _ = migrate(app, "--to", "x0002", "--tenant", behind)
     assert code == 0
     with engine.begin() as conn:  # the ledger claims it never moved
         conn.execute(text("UPDATE public.tenants SET schema_revision = :r WHERE slug = :s"), {"r": BASE, "s": behind})
@@ -572,14 +581,14 @@ def test_a_schema_whose_ledger_disagrees_is_migrated_from_where_it_really_is(
     code, report, _ = migrate(app)
     assert code == 0 and report["migrated"] == 2, report
     assert {s: v[:2] for s, v in revisions(engine, [honest, behind]).items()} == {
-        honest: ("t0003", "t0003"), behind: ("t0003", "t0003")}
+        honest: ("x0003", "x0003"), behind: ("x0003", "x0003")}
     assert outcomes(engine, report["run_id"]) == {
         honest: ("migrated", 1, None), behind: ("migrated", 1, None)}
     with engine.connect() as conn:
         froms = dict(conn.execute(text(
             "SELECT tenant_slug, from_revision FROM public.migration_outcomes WHERE run_id = :r"
         ), {"r": report["run_id"]}).all())
-    assert froms == {honest: BASE, behind: "t0002"}
+    assert froms == {honest: BASE, behind: "x0002"}
 
 
 # --- drift ------------------------------------------------------------------

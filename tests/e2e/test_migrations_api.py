@@ -223,10 +223,10 @@ def _stream_with_a_second_revision(root: Path) -> Path:
     """A copy of the tenant stream with one more revision on top of the shipped head."""
     location = root / "tenant_migrations"
     shutil.copytree(default_location(), location, ignore=shutil.ignore_patterns("__pycache__"))
-    (location / "versions" / "t0002_archived_at.py").write_text(
+    (location / "versions" / "x0002_archived_at.py").write_text(
         "import sqlalchemy as sa\n"
         "from alembic import op\n\n"
-        "revision = 't0002'\n"
+        "revision = 'x0002'\n"
         f"down_revision = {HEAD!r}\n"
         "branch_labels = depends_on = None\n\n\n"
         "def upgrade():\n"
@@ -242,7 +242,7 @@ def test_tenants_filter_by_exact_revision_and_by_behind_the_configured_head(
 ):
     newest, old_a, old_b, emptied = sorted(make_tenant().slug for _ in range(4))
     stream_app = make_app(TENANT_MIGRATIONS_LOCATION=str(_stream_with_a_second_revision(tmp_path)))
-    assert migrate(stream_app, "--tenant", newest)[0] == 0  # -> t0002
+    assert migrate(stream_app, "--tenant", newest)[0] == 0  # -> x0002
     assert migrate(stream_app, "--to", "base", "--tenant", emptied)[0] == 0  # -> no revision
 
     stream_client = stream_app.test_client()
@@ -253,10 +253,10 @@ def test_tenants_filter_by_exact_revision_and_by_behind_the_configured_head(
         assert response.status_code == 200, response.get_data(as_text=True)
         return [t["slug"] for t in response.json["items"]]
 
-    # With head t0002, everything not at t0002 is behind, the emptied schema (NULL) included.
+    # With head x0002, everything not at x0002 is behind, the emptied schema (NULL) included.
     assert slugs(stream_client, "behind=true") == [old_a, old_b, emptied]
     assert slugs(stream_client, "behind=false") == [newest]
-    assert slugs(stream_client, "revision=t0002") == [newest]
+    assert slugs(stream_client, "revision=x0002") == [newest]
     assert slugs(stream_client, f"revision={HEAD}") == [old_a, old_b]
     assert slugs(stream_client, f"revision={HEAD}&behind=true") == [old_a, old_b]
     assert slugs(stream_client, f"revision={HEAD}&behind=false") == []
@@ -266,8 +266,8 @@ def test_tenants_filter_by_exact_revision_and_by_behind_the_configured_head(
     assert slugs(admin_client, "behind=false") == [old_a, old_b]
     assert slugs(admin_client, "") == [newest, old_a, old_b, emptied]
 
-    items = admin_client.get("/v1/admin/tenants?revision=t0002").json["items"]
-    assert [(t["slug"], t["schema_revision"]) for t in items] == [(newest, "t0002")]
+    items = admin_client.get("/v1/admin/tenants?revision=x0002").json["items"]
+    assert [(t["slug"], t["schema_revision"]) for t in items] == [(newest, "x0002")]
 
     paged, pages = walk(stream_client, "/v1/admin/tenants?behind=true&limit=2")
     assert [t["slug"] for t in paged] == [old_a, old_b, emptied] and pages == 2

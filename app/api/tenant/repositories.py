@@ -7,7 +7,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from app.api.auth import require_tenant_key
+from app.api.auth import tenant_key_required
 from app.extensions import db
 from app.schemas.repositories import (
     RepositoryPageSchema,
@@ -21,7 +21,7 @@ blp = Blueprint(
     "repositories", __name__, url_prefix="/v1/repositories",
     description="Repositories of the tenant the API key belongs to.",
 )
-blp.before_request(require_tenant_key)
+blp.before_request(tenant_key_required(read="viewer", write="member"))
 
 
 @blp.route("")
