@@ -22,7 +22,7 @@ from flask.cli import AppGroup
 from . import fanout_cli, public_migrations
 from .extensions import db
 from .models.public import Tenant
-from .tenancy import directory, migrations
+from .tenancy import audit, directory, lifecycle, migrations
 from .tenancy.errors import TenancyError, TenantContextError
 from .tenancy.naming import quote_ident
 from .tenancy.provisioning import TenantRecord, provision_tenant
@@ -119,13 +119,14 @@ def db_check() -> None:
 @domain_errors
 def tenants_create(slug: str, name: str, plan: str, as_json: bool) -> None:
     """Provision tenant SLUG: row, schema t_SLUG, migrations, first admin API key."""
-    result = provision_tenant(
-        db.session(),
-        slug=slug,
-        name=name,
-        plan=plan,
-        migrations_location=current_app.config["TENANT_MIGRATIONS_LOCATION"],
-    )
+    with audit.acting_as(audit.cli_actor()):
+        result = provision_tenant(
+            db.session(),
+            slug=slug,
+            name=name,
+            plan=plan,
+            migrations_location=current_app.config["TENANT_MIGRATIONS_LOCATION"],
+        )
     key = result.admin_key
     data = {
         "tenant": tenant_dict(result.tenant),
@@ -137,6 +138,58 @@ def tenants_create(slug: str, name: str, plan: str, as_json: bool) -> None:
     click.echo(f"created tenant {slug} in schema {result.tenant.schema_name} "
                f"at revision {result.tenant.schema_revision}")
     click.echo(f"admin API key (shown once): {result.admin_key.token}")
+
+
+def _change_tenant(slug: str, **changes: str) -> TenantRecord:
+    """One change to a tenant, committed, with its audit event naming the operator."""
+    session = db.session()
+    try:
+        with audit.acting_as(audit.cli_actor()):
+            record = lifecycle.update_tenant(session, slug, **changes)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    return record
+
+
+@tenants_cli.command("suspend")
+@click.argument("slug")
+@domain_errors
+def tenants_suspend(slug: str) -> None:
+    """Suspend tenant SLUG: its keys get 403 from the next request on; its data stays."""
+    _change_tenant(slug, status="suspended")
+    click.echo(f"suspended tenant {slug}")
+
+
+@tenants_cli.command("resume")
+@click.argument("slug")
+@domain_errors
+def tenants_resume(slug: str) -> None:
+    """Resume tenant SLUG: its keys work again from the next request on."""
+    _change_tenant(slug, status="active")
+    click.echo(f"resumed tenant {slug}")
+
+
+@tenants_cli.command("delete")
+@click.argument("slug")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@domain_errors
+def tenants_delete(slug: str, yes: bool) -> None:
+    """Delete tenant SLUG: its row, its keys and its schema with all its data, in one transaction."""
+    schema = directory.get_tenant(db.session(), slug).schema_name  # an unknown slug fails before the question
+    db.session.rollback()
+    if not yes:
+        click.confirm(f"Delete tenant {slug} and drop schema {schema} with all its data?", abort=True)
+    session = db.session()
+    try:
+        with audit.acting_as(audit.cli_actor()):
+            lifecycle.delete_tenant(session, slug)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    click.echo(f"deleted tenant {slug}")
 
 
 @tenants_cli.command("list")

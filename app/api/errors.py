@@ -22,9 +22,11 @@ from app.services.errors import Conflict, NotFound
 from app.tenancy.errors import (
     InvalidApiKey,
     InvalidSlug,
+    InvalidTenantChange,
     MigrationRunNotFound,
     ProvisioningFailed,
     TenantAlreadyExists,
+    TenantBusy,
     TenantContextError,
     TenantNotFound,
     TenantSuspended,
@@ -56,9 +58,11 @@ INTERNAL = ProblemType(500, "internal-error", "Internal server error", public_de
 ERRORS: dict[type[BaseException], ProblemType] = {
     InvalidSlug: VALIDATION,
     UnknownPlan: VALIDATION,
+    InvalidTenantChange: VALIDATION,
     InvalidCursor: VALIDATION,
     TenantAlreadyExists: ProblemType(409, "tenant-exists", "Tenant already exists"),
     TenantNotFound: ProblemType(404, "not-found", "Not found"),
+    TenantBusy: ProblemType(409, "tenant-busy", "Tenant busy"),
     MigrationRunNotFound: ProblemType(404, "not-found", "Not found"),
     NotFound: ProblemType(404, "not-found", "Not found"),
     Conflict: ProblemType(409, "conflict", "Conflict"),

@@ -12,6 +12,15 @@ class TenantCreateSchema(Schema):
     plan = fields.String(load_default="free", validate=validate.Length(min=1, max=40))
 
 
+class TenantUpdateSchema(Schema):
+    name = fields.String(validate=validate.Length(min=1, max=200))
+    plan = fields.String(validate=validate.Length(min=1, max=40))
+    status = fields.String(
+        validate=validate.OneOf(["active", "suspended"]),
+        metadata={"description": "suspended: every request with the tenant's keys gets 403 until resumed."},
+    )
+
+
 class TenantSchema(Schema):
     slug = fields.String()
     name = fields.String()

@@ -46,6 +46,19 @@ class Actor:
 #: Changes made with no actor bound (scripts, tests) are recorded as the system's.
 SYSTEM = Actor(label="system")
 
+
+def cli_actor() -> Actor:
+    """An operator at the command line: ``cli:<user>@<host>``."""
+    import getpass
+    import os
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry for this uid (containers)
+        user = str(os.getuid())
+    return Actor(label=f"cli:{user}@{socket.gethostname()}")
+
 _actor: contextvars.ContextVar[Actor] = contextvars.ContextVar("tenantry_actor", default=SYSTEM)
 
 

@@ -110,3 +110,19 @@ class MigrationRunNotFound(TenancyError):
     def __init__(self, run_id: int) -> None:
         super().__init__(f"no migration run with id {run_id}")
         self.run_id = run_id
+
+
+class TenantBusy(TenancyError):
+    """The tenant is held by a migration or a provisioning, or its tables are in use: try again."""
+
+    def __init__(self, slug: str, reason: str) -> None:
+        super().__init__(f"tenant {slug!r} is busy: {reason}")
+        self.slug = slug
+
+
+class InvalidTenantChange(TenancyError):
+    """A change to a tenant that breaks a rule (an unknown status, a blank name)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field_errors = {field: [message]}

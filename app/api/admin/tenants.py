@@ -1,4 +1,4 @@
-"""/v1/admin/tenants: provision and look up tenants."""
+"""/v1/admin/tenants: provision, look up, change, suspend, resume and delete tenants."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from app.schemas.tenants import (
     TenantPageSchema,
     TenantQuerySchema,
     TenantSchema,
+    TenantUpdateSchema,
 )
-from app.tenancy import directory
+from app.tenancy import directory, lifecycle
 from app.tenancy.migrations import head_revision
 from app.tenancy.provisioning import provision_tenant
 
@@ -58,3 +59,19 @@ class TenantBySlug(MethodView):
     def get(self, slug: str):
         """One tenant."""
         return directory.get_tenant(db.session(), slug)
+
+    @blp.arguments(TenantUpdateSchema)
+    @blp.response(200, TenantSchema)
+    def patch(self, body: dict[str, Any], slug: str):
+        """Change the display name, the plan and/or the status (``active`` or ``suspended``).
+
+        Suspension takes effect for the tenant's next request, in every server process;
+        the data stays as it is. The schema name never changes.
+        """
+        return lifecycle.update_tenant(db.session(), slug, **body)
+
+    @blp.response(204)
+    @blp.alt_response(409, description="The tenant is being migrated or provisioned, or its tables are in use.")
+    def delete(self, slug: str):
+        """Delete the tenant: its keys stop working and its schema is dropped, in one transaction."""
+        lifecycle.delete_tenant(db.session(), slug)
