@@ -28,6 +28,7 @@ object of A while B is bound raises instead of loading B's row into it.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from sqlalchemy import event
@@ -156,6 +157,9 @@ def _stamp_identity(objects: list[Any], schema_name: str) -> None:
             )
 
 
+#: Targets install() has equipped; weak, so a dead target's address can be reused safely.
+_INSTALLED: weakref.WeakSet[Any] = weakref.WeakSet()
+
 _LISTENERS = (
     ("after_begin", _after_begin),
     ("after_transaction_end", _after_transaction_end),
@@ -167,8 +171,16 @@ _LISTENERS = (
 def install(target: Any) -> None:
     """Install per-transaction binding on a Session class, sessionmaker or scoped_session.
 
-    Idempotent: installing twice on the same target does not bind twice.
+    Idempotent: installing twice on the same target does not bind twice. The targets
+    already installed are remembered in a WeakSet, not asked of ``event.contains()``:
+    SQLAlchemy keys that registry by ``id(target)``, and a sessionmaker freed by its
+    reference count leaves its entry behind until the cyclic GC collects its Session
+    subclass, so a new sessionmaker born at the same address looked installed and got
+    no listeners at all, hence no search_path and no guard (this was the intermittent
+    test failure of November 2026; ``tests/integration/test_binding.py`` reproduces it).
     """
+    if target in _INSTALLED:
+        return
     for name, listener in _LISTENERS:
-        if not event.contains(target, name, listener):
-            event.listen(target, name, listener)
+        event.listen(target, name, listener)
+    _INSTALLED.add(target)

@@ -8,6 +8,7 @@ happened to hold the same data.
 
 from __future__ import annotations
 
+import gc
 import threading
 
 import pytest
@@ -202,3 +203,31 @@ def test_after_a_failed_transaction_the_connection_serves_the_next_tenant(one_co
     with tenant_scope(b.binding), factory() as session:
         assert search_path(session) == f'"{b.schema_name}"'
         assert session.scalars(select(Repository.name)).all() == ["b-row"]
+
+
+def test_a_sessionmaker_born_where_a_dead_one_lived_still_gets_bound(engine, tenant):
+    """install() once asked ``event.contains()`` whether a target was equipped, and
+    SQLAlchemy keys that by ``id(target)``: a sessionmaker freed by its reference count
+    (its Session subclass waiting for the cyclic GC) left its entry behind, so a new one
+    at the same address was skipped and ran with no search_path and no guard at all."""
+    checked = 0
+    gc.disable()  # the window: the dead one's Session subclass is not collected yet
+    try:
+        for _ in range(100):
+            dead = sessionmaker(bind=engine)
+            tenant_binding.install(dead)
+            address = id(dead)
+            del dead
+            born = sessionmaker(bind=engine)
+            if id(born) != address:
+                continue
+            tenant_binding.install(born)
+            with tenant_scope(tenant.binding), born() as session:
+                assert search_path(session) == f'"{tenant.schema_name}"'
+            checked += 1
+            if checked == 5:
+                break
+    finally:
+        gc.enable()
+    if not checked:
+        pytest.skip("this interpreter never reused a freed sessionmaker's address")
