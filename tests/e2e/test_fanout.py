@@ -259,7 +259,21 @@ def test_a_lock_released_between_attempts_lets_the_retry_succeed(make_tenant, en
     app = fanout_app()
     holder = engine.connect()
     holder.exec_driver_sql(f'LOCK TABLE "t_{slug}".repositories IN ACCESS SHARE MODE')
-    release = threading.Timer(1.0, holder.rollback)
+
+    def blocked_workers() -> int:
+        with engine.connect() as conn:  # a new transaction each time: pg_stat_activity is a snapshot
+            return conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tenantry-fanout-worker'"
+                " AND wait_event_type = 'Lock'").scalar()
+
+    def release_after_the_first_attempt_gave_up() -> None:
+        try:
+            _wait_for(lambda: blocked_workers() == 1, timeout=60)  # the first attempt waits ...
+            _wait_for(lambda: blocked_workers() == 0, timeout=60)  # ... and gives up (lock_timeout)
+        finally:
+            holder.rollback()
+
+    release = threading.Thread(target=release_after_the_first_attempt_gave_up)
     release.start()
     try:
         code, report, _ = migrate(app, "--lock-timeout", "0.2", "--retries", "8")
