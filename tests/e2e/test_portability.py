@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 
 from app.models.tenant import TenantBase
 from app.tenancy import portability
@@ -266,6 +266,22 @@ def test_export_is_one_snapshot_and_misses_writes_committed_while_it_runs(app, e
     assert [r["row"]["name"] for r in lines if r.get("table") == "repositories"] == ["repo-0", "repo-1"]
     assert [r["row"]["id"] for r in lines if r.get("table") == "audit_events"] == [1, 2]
     assert result.rows == lines[-1]["rows"] == {"audit_events": 2, "repositories": 2}
+
+
+def test_export_streams_rows_through_a_server_side_cursor(app, engine, source):
+    slug, _, _ = source(repositories=2)
+    cursors: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany) -> None:
+        if "row_to_json" in statement:
+            cursors.append(type(cursor).__name__)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        portability.export_tenant(engine, slug, io.BytesIO())
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert cursors == ["ServerCursor", "ServerCursor"]  # one per table, rows fetched in batches
 
 
 def test_export_waits_for_the_tenants_lock_and_its_snapshot_starts_after_it(app, engine, source):
