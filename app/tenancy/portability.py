@@ -410,7 +410,7 @@ class ExportReader:
             if set(record) != {"table", "row"} or not isinstance(record["row"], dict):
                 raise InvalidExportFile(f'{where} is neither a row ({{"table": ..., "row": {{...}}}}) nor the end line')
             table, row = record["table"], record["row"]
-            if table not in columns:
+            if not isinstance(table, str) or table not in columns:
                 raise InvalidExportFile(f"{where}: table {table!r} is not in the header")
             if set(row) != columns[table]:
                 unknown, missing = sorted(set(row) - columns[table]), sorted(columns[table] - set(row))
@@ -441,7 +441,7 @@ def _parse_header(header: Any) -> ExportHeader:
 
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise bad(f'expected {{"format": "{FORMAT}", ...}}')
-    if header.get("version") != VERSION:
+    if header.get("version") != VERSION or isinstance(header.get("version"), bool):
         raise InvalidExportFile(
             f"unsupported export format version {header.get('version')!r} (this version of Tenantry reads {VERSION})"
         )

@@ -476,6 +476,8 @@ CORRUPTIONS = {
                        f"error: table repositories: column(s) colour are not in revision {HEAD}"),
     "unknown key in a row": (lambda path: _corrupt(path, _add_row_key),
                              "error: line 7: row of repositories has unknown column(s) colour"),
+    "table not a name": (lambda path: _corrupt(path, lambda ls: [*ls[:2], {"table": [1], "row": {}}, *ls[2:]]),
+                         "error: line 3: table [1] is not in the header"),
     "no end line": (lambda path: _corrupt(path, lambda ls: ls[:-1]), "error: the file ends at line 7 without"),
     "wrong counts": (lambda path: _corrupt(path, lambda ls: [*ls[:-2], ls[-1]]),
                      "error: line 7: the end line counts"),
