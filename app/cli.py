@@ -19,7 +19,7 @@ from alembic import command
 from flask import current_app
 from flask.cli import AppGroup
 
-from . import fanout_cli, public_migrations
+from . import fanout_cli, portability_cli, public_migrations
 from .extensions import db
 from .models.public import Tenant
 from .tenancy import audit, directory, lifecycle, migrations
@@ -237,3 +237,4 @@ def tenants_revision(message: str, autogenerate: bool) -> None:
 
 
 fanout_cli.register(tenants_cli)  # flask tenants migrate|status|check
+portability_cli.register(tenants_cli)  # flask tenants export|import

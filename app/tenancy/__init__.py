@@ -15,6 +15,7 @@ One module per concern:
 - ``api_keys``      issuing and checking tenant API keys
 - ``provisioning``  create a tenant atomically (row + schema + migrations + first key)
 - ``audit``         who acts (a context value) and the two audit trails it writes
+- ``portability``   export one tenant to a file, import a file into a new tenant
 """
 
 from .context import TenantBinding, current_tenant, require_tenant, tenant_scope

@@ -58,39 +58,56 @@ def provision_tenant(
     name: str,
     plan: str = "free",
     migrations_location: str | None = None,
+    revision: str | None = None,
 ) -> ProvisionedTenant:
     """Owns its transaction: provision a tenant, then commit; on any failure roll back and raise.
 
     The session must have no transaction open (everything this function does must
-    commit or vanish together, and nothing else with it).
+    commit or vanish together, and nothing else with it). ``revision``: migrate the new
+    schema to this revision of the tenant stream instead of head.
 
     :raise InvalidSlug: the slug breaks the naming rules (nothing was sent to the database).
     :raise UnknownPlan: no plan has that name.
     :raise TenantAlreadyExists: the slug, or its schema, is taken.
     :raise ProvisioningFailed: anything after validation failed; all of it was rolled back.
     """
-    schema_name = schema_name_for(validate_slug(slug))
+    schema_name_for(validate_slug(slug))  # InvalidSlug before any SQL
     if session.in_transaction():
         raise RuntimeError("provision_tenant() needs a session with no open transaction")
     try:
         with session.begin():
-            return _provision(session, slug, name, plan, schema_name, migrations_location)
+            return provision_in_transaction(
+                session, slug=slug, name=name, plan=plan, location=migrations_location, revision=revision
+            )
     except TenancyError:
         raise
     except Exception as exc:  # a failed migration, a lost connection: already rolled back
         raise ProvisioningFailed(slug, exc) from exc
 
 
-def _provision(
-    session: Session, slug: str, name: str, plan_name: str, schema_name: str, location: str | None
+def provision_in_transaction(
+    session: Session,
+    *,
+    slug: str,
+    name: str,
+    plan: str,
+    location: str | None = None,
+    revision: str | None = None,
 ) -> ProvisionedTenant:
+    """The body of :func:`provision_tenant`, in a transaction the caller owns and ends.
+
+    For callers that do more in the same transaction (a tenant import loads its data
+    before committing). Flushes, never commits; the caller rolls back on any error.
+    ``revision``: the tenant-stream revision to migrate the new schema to (head when None).
+    """
+    schema_name = schema_name_for(validate_slug(slug))
     connection = session.connection()
     locks.lock_tenant(connection, slug)
     if session.scalar(select(Tenant.id).where(Tenant.slug == slug)) is not None:
         raise TenantAlreadyExists(slug)
-    plan = session.scalar(select(Plan).where(Plan.name == plan_name))
-    if plan is None:
-        raise UnknownPlan(plan_name)
+    plan_row = session.scalar(select(Plan).where(Plan.name == plan))
+    if plan_row is None:
+        raise UnknownPlan(plan)
     orphan = connection.exec_driver_sql(
         "SELECT 1 FROM pg_namespace WHERE nspname = %(n)s", {"n": schema_name}
     ).scalar()
@@ -101,18 +118,18 @@ def _provision(
 
     connection.exec_driver_sql(f"CREATE SCHEMA {quote_ident(schema_name)}")
     revision = migrate_schema(
-        connection, schema_name, head_revision(location), location=location, known=NEW_SCHEMA
+        connection, schema_name, revision or head_revision(location), location=location, known=NEW_SCHEMA
     )
     set_search_path(connection, current_tenant())  # back to the caller's binding
 
     tenant = Tenant(
-        slug=slug, name=name, schema_name=schema_name, plan=plan, schema_revision=revision
+        slug=slug, name=name, schema_name=schema_name, plan=plan_row, schema_revision=revision
     )
     session.add(tenant)
     session.flush()  # generate tenants.id for the key, and the timestamps for the record
     key = issue_api_key(session, tenant, "admin")
     audit.record_platform(
         session, "tenant.provisioned", "tenant", slug, tenant_id=tenant.id, tenant_slug=slug,
-        after={"name": name, "plan": plan_name, "schema_revision": revision},
+        after={"name": name, "plan": plan, "schema_revision": revision},
     )
     return ProvisionedTenant(tenant=TenantRecord.of(tenant), admin_key=key)
