@@ -8,10 +8,8 @@ line on stderr; nothing was created or changed), 2 bad usage. Both commands act 
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
-import socket
 import sys
 import tempfile
 from collections.abc import Callable
@@ -31,15 +29,6 @@ from .tenancy.errors import TenancyError, TenantContextError
 def register(group: click.Group) -> None:
     group.add_command(tenants_export)
     group.add_command(tenants_import)
-
-
-def cli_actor() -> audit.Actor:
-    """Who runs this command, for the audit trail: ``cli:<user>@<host>``."""
-    try:
-        user = getpass.getuser()
-    except Exception:  # no passwd entry for this uid (containers)
-        user = str(os.getuid())
-    return audit.Actor(label=f"cli:{user}@{socket.gethostname()}")
 
 
 def _domain_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -79,7 +68,7 @@ def tenants_export(slug: str, output: str | None, as_json: bool) -> None:
             click.echo("error: refusing to write gzip data to a terminal; redirect stdout or use --output FILE",
                        err=True)
             sys.exit(2)
-        with audit.acting_as(cli_actor()):
+        with audit.acting_as(audit.cli_actor()):
             result = portability.export_tenant(db.engine, slug, stdout)
         stdout.flush()
         _report_export(result, "-", as_json, err=True)
@@ -90,7 +79,7 @@ def tenants_export(slug: str, output: str | None, as_json: bool) -> None:
     # Write next to the destination, then rename: a failed export leaves no partial file.
     with tempfile.NamedTemporaryFile(dir=directory, prefix=f".{slug}-", suffix=".partial", delete=False) as tmp:
         try:
-            with audit.acting_as(cli_actor()):
+            with audit.acting_as(audit.cli_actor()):
                 result = portability.export_tenant(db.engine, slug, tmp)
             tmp.flush()
             os.fsync(tmp.fileno())
@@ -135,7 +124,7 @@ def tenants_import(file: str, slug: str, plan: str | None, migrate: bool, as_jso
 
     source: IO[bytes]
     with click.open_file(file, "rb") as source:  # "-": binary stdin
-        with audit.acting_as(cli_actor()):
+        with audit.acting_as(audit.cli_actor()):
             result = portability.import_tenant(
                 db.session(), source, slug=slug, plan=plan, migrate=migrate,
                 location=current_app.config["TENANT_MIGRATIONS_LOCATION"],

@@ -18,6 +18,9 @@ without every function carrying an actor argument.
 from __future__ import annotations
 
 import contextvars
+import getpass
+import os
+import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,17 +50,18 @@ class Actor:
 SYSTEM = Actor(label="system")
 
 
+def os_user() -> str:
+    """The operating-system user running this process (its uid when it has no passwd entry)."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry for this uid (containers)
+        return str(os.getuid())
+
+
 def cli_actor() -> Actor:
     """An operator at the command line: ``cli:<user>@<host>``."""
-    import getpass
-    import os
-    import socket
+    return Actor(label=f"cli:{os_user()}@{socket.gethostname()}")
 
-    try:
-        user = getpass.getuser()
-    except Exception:  # no passwd entry for this uid (containers)
-        user = str(os.getuid())
-    return Actor(label=f"cli:{user}@{socket.gethostname()}")
 
 _actor: contextvars.ContextVar[Actor] = contextvars.ContextVar("tenantry_actor", default=SYSTEM)
 

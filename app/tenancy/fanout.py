@@ -23,7 +23,6 @@ connection, and the next run marks this one ``aborted`` and converges.
 
 from __future__ import annotations
 
-import getpass
 import heapq
 import json
 import os
@@ -43,7 +42,7 @@ from sqlalchemy import create_engine, make_url
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
-from . import locks, migrations
+from . import audit, locks, migrations
 from .errors import FanoutLocked, TenantNotFound
 from .naming import schema_name_for
 
@@ -503,7 +502,7 @@ class _Run:
             " pg_backend_pid(), %(selected)s, %(remaining)s) RETURNING id",
             {
                 "target": the_plan.target or "base", "options": json.dumps(options),
-                "by": f"{_user()}@{socket.gethostname()}", "host": socket.gethostname(),
+                "by": f"{audit.os_user()}@{socket.gethostname()}", "host": socket.gethostname(),
                 "pid": os.getpid(), "selected": the_plan.selected, "remaining": len(the_plan.deferred),
             },
         ).scalar_one()
@@ -556,10 +555,3 @@ def _render_paths(the_plan: Plan, location: str | None) -> dict[str, str]:
 def _libpq_url(url: str) -> str:
     """The SQLAlchemy URL as libpq takes it (no ``+driver``)."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry for this uid (containers)
-        return str(os.getuid())
