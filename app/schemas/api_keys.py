@@ -5,7 +5,7 @@ from marshmallow import Schema, fields, validate
 from app.models.public import API_KEY_ROLES
 from app.tenancy.api_keys import NAME_MAX
 
-from .common import PageQuerySchema, PageSchema
+from .common import PageSchema
 
 
 class ApiKeySchema(Schema):
@@ -33,10 +33,6 @@ class ApiKeyCreatedSchema(ApiKeySchema):
     token = fields.String(
         dump_only=True, metadata={"description": "tnt_<prefix>_<secret>: shown this once, only its hash is kept."}
     )
-
-
-class ApiKeyQuerySchema(PageQuerySchema):
-    pass
 
 
 class ApiKeyPageSchema(PageSchema):

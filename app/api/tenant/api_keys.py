@@ -13,8 +13,8 @@ from app.schemas.api_keys import (
     ApiKeyCreatedSchema,
     ApiKeyCreateSchema,
     ApiKeyPageSchema,
-    ApiKeyQuerySchema,
 )
+from app.schemas.common import PageQuerySchema
 from app.services import api_keys as service
 
 blp = Blueprint(
@@ -26,7 +26,7 @@ blp.before_request(tenant_key_required(read="admin", write="admin"))
 
 @blp.route("")
 class ApiKeys(MethodView):
-    @blp.arguments(ApiKeyQuerySchema, location="query")
+    @blp.arguments(PageQuerySchema, location="query")
     @blp.response(200, ApiKeyPageSchema)
     def get(self, query: dict[str, Any]):
         """List keys in id order, revoked ones included; never their tokens."""
