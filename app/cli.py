@@ -238,3 +238,6 @@ def tenants_revision(message: str, autogenerate: bool) -> None:
 
 fanout_cli.register(tenants_cli)  # flask tenants migrate|status|check
 portability_cli.register(tenants_cli)  # flask tenants export|import
+
+# flask tenants keys create|list|revoke; imported last: it uses domain_errors and tenants_cli.
+from . import keys_cli  # noqa: E402, F401

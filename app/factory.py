@@ -85,7 +85,7 @@ def _configure_api(app: Flask) -> None:
     from .api import errors, health
     from .api.admin import audit as admin_audit
     from .api.admin import migrations, tenants
-    from .api.tenant import audit, repositories
+    from .api.tenant import api_keys, audit, repositories
     from .schemas.common import ProblemSchema
 
     app.config.update(
@@ -100,7 +100,8 @@ def _configure_api(app: Flask) -> None:
         "bearer": {"type": "http", "scheme": "bearer"}}}})
     rest_api.spec.options["security"] = [{"bearer": []}]
     for blueprint in (
-        health.blp, tenants.blp, migrations.blp, admin_audit.blp, repositories.blp, audit.blp,
+        health.blp, tenants.blp, migrations.blp, admin_audit.blp,
+        repositories.blp, api_keys.blp, audit.blp,
     ):
         rest_api.register_blueprint(blueprint)
     errors.register(app)

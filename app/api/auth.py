@@ -3,6 +3,11 @@
 The tenant binding (and the audit actor) made here are undone in ``teardown_request``,
 so no request can leave a tenant bound to the thread or task that served it.
 
+A key's ``last_used_at`` is refreshed at the end of a successful request, just before
+its COMMIT, not when the key is checked: that UPDATE row-locks the key, and held from
+the start it could deadlock two admins revoking each other's keys
+(:func:`app.tenancy.api_keys.revoke_api_key` locks the tenant's admin keys).
+
 Roles of tenant keys are ordered: ``viewer`` reads, ``member`` also writes tenant
 data, ``admin`` also manages keys and reads the audit trail. Each tenant blueprint
 says which role its reads and its writes need (:func:`tenant_key_required`).
@@ -15,9 +20,11 @@ import re
 import uuid
 from collections.abc import Callable
 
-from flask import current_app, g, request
+from flask import Response, after_this_request, current_app, g, request
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import Forbidden, Unauthorized
 
+from app.api.errors import handle_exception
 from app.extensions import db
 from app.models.public import API_KEY_ROLES
 from app.tenancy import api_keys, audit
@@ -55,7 +62,19 @@ def require_tenant_key() -> None:
     The key lookup opens the request's transaction; binding applies the tenant's
     search_path to that same transaction at once.
     """
-    key, tenant = api_keys.authenticate(db.session(), bearer_token())
+    key, tenant = api_keys.authenticate(db.session(), bearer_token(), touch=False)
+
+    @after_this_request
+    def touch_key(response: Response) -> Response:  # runs before the unit of work commits
+        if response.status_code >= 400:
+            return response  # rolled back anyway
+        try:
+            api_keys.touch_last_used(db.session(), key)
+        except SQLAlchemyError as exc:  # the transaction is aborted: its COMMIT would not commit
+            db.session.rollback()
+            return handle_exception(exc)
+        return response
+
     g.api_key = key
     g.tenant = tenant
     g.tenant_token = bind(TenantBinding.for_slug(tenant.id, tenant.slug))

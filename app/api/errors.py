@@ -20,9 +20,12 @@ from werkzeug.exceptions import HTTPException
 from app.pagination import InvalidCursor
 from app.services.errors import Conflict, NotFound
 from app.tenancy.errors import (
+    ApiKeyAlreadyRevoked,
+    ApiKeyNotFound,
     InvalidApiKey,
     InvalidSlug,
     InvalidTenantChange,
+    LastAdminKey,
     MigrationRunNotFound,
     ProvisioningFailed,
     TenantAlreadyExists,
@@ -68,6 +71,9 @@ ERRORS: dict[type[BaseException], ProblemType] = {
     Conflict: ProblemType(409, "conflict", "Conflict"),
     InvalidApiKey: ProblemType(401, "unauthorized", "Unauthorized"),
     TenantSuspended: ProblemType(403, "tenant-suspended", "Tenant suspended"),
+    ApiKeyNotFound: ProblemType(404, "not-found", "Not found"),
+    ApiKeyAlreadyRevoked: ProblemType(409, "api-key-revoked", "API key already revoked"),
+    LastAdminKey: ProblemType(409, "last-admin-key", "Last active admin key"),
     ProvisioningFailed: ProblemType(
         500, "provisioning-failed", "Provisioning failed; nothing was created", public_detail=False
     ),

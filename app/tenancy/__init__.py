@@ -12,7 +12,7 @@ One module per concern:
 - ``binding``       ``set_config('search_path', ..., true)`` on every transaction; deny by default
 - ``locks``         advisory locks shared by provisioning and migrations
 - ``migrations``    the tenant Alembic stream, run against one schema inside a caller's transaction
-- ``api_keys``      issuing and checking tenant API keys
+- ``api_keys``      issuing, checking, listing and revoking tenant API keys
 - ``provisioning``  create a tenant atomically (row + schema + migrations + first key)
 - ``audit``         who acts (a context value) and the two audit trails it writes
 - ``portability``   export one tenant to a file, import a file into a new tenant

@@ -5,6 +5,11 @@ clear and indexed, so a lookup is one indexed query; the secret (256 random bits
 stored only as its SHA-256. A fast hash is right here: slow hashes (bcrypt, argon2)
 protect low-entropy passwords against guessing, and a 256-bit random secret cannot be
 guessed, while a slow hash would be paid on every request.
+
+Managing keys (issue, list, revoke) is here too. Every tenant keeps at least one
+active admin key: :func:`revoke_api_key` refuses to revoke the last one, and locks the
+tenant's active admin keys while it decides, so two admins revoking each other at the
+same moment cannot both succeed.
 """
 
 from __future__ import annotations
@@ -15,16 +20,21 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.models.public import API_KEY_ROLES, ApiKey, Tenant
+from app.pagination import Page, decode_cursor, make_page
 
-from .errors import InvalidApiKey, TenantSuspended
+from .errors import ApiKeyAlreadyRevoked, ApiKeyNotFound, InvalidApiKey, LastAdminKey, TenantSuspended
 
 TOKEN_PREFIX = "tnt"
 #: ``last_used_at`` is refreshed at most this often, so reads do not each cost a write.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
+#: Longest key name (``api_keys.name``).
+NAME_MAX = 100
+#: Key ids are bigint; a larger number cannot name a key (and must not reach the database).
+_ID_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -35,22 +45,94 @@ class IssuedApiKey:
     prefix: str
     role: str
     token: str
+    name: str | None = None
+    created_at: datetime | None = None
 
 
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def issue_api_key(session: Session, tenant: Tenant, role: str = "admin") -> IssuedApiKey:
-    """Create a key for ``tenant`` in the session's transaction (flushed, not committed)."""
+def issue_api_key(
+    session: Session, tenant: Tenant, role: str = "admin", *, name: str | None = None
+) -> IssuedApiKey:
+    """Create a key for ``tenant`` in the session's transaction (flushed, not committed).
+
+    Role and name are validated by the callers (schemas, CLI options); here a bad one
+    is a programming error.
+    """
     if role not in API_KEY_ROLES:
         raise ValueError(f"unknown role {role!r}; expected one of {API_KEY_ROLES}")
+    if name is not None and not 0 < len(name) <= NAME_MAX:
+        raise ValueError(f"a key name has 1 to {NAME_MAX} characters")
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
-    key = ApiKey(tenant_id=tenant.id, prefix=prefix, secret_hash=hash_secret(secret), role=role)
+    key = ApiKey(tenant_id=tenant.id, prefix=prefix, secret_hash=hash_secret(secret), role=role, name=name)
     session.add(key)
     session.flush()  # generate api_keys.id and created_at for the caller's response
-    return IssuedApiKey(id=key.id, prefix=prefix, role=role, token=f"{TOKEN_PREFIX}_{prefix}_{secret}")
+    return IssuedApiKey(
+        id=key.id, prefix=prefix, role=role, token=f"{TOKEN_PREFIX}_{prefix}_{secret}",
+        name=name, created_at=key.created_at,
+    )
+
+
+def list_api_keys(
+    session: Session, tenant_id: int, *, limit: int = 50, cursor: str | None = None
+) -> Page[ApiKey]:
+    """One page of the tenant's keys in id order, revoked ones included (they show ``revoked_at``)."""
+    stmt = select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.id).limit(limit + 1)
+    after = decode_cursor(cursor, int)
+    if after is not None:
+        stmt = stmt.where(ApiKey.id > after)
+    return make_page(session.scalars(stmt).all(), limit, lambda k: k.id)
+
+
+def get_api_key(session: Session, tenant_id: int, key_id: int) -> ApiKey:
+    """:raise ApiKeyNotFound: the tenant has no such key (another tenant's key included)."""
+    key = None
+    if 0 < key_id <= _ID_MAX:
+        key = session.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id))
+    if key is None:
+        raise ApiKeyNotFound(key_id)
+    return key
+
+
+def revoke_api_key(session: Session, tenant_id: int, key_id: int) -> ApiKey:
+    """Revoke one of the tenant's keys in the session's transaction; return it, revoked.
+
+    An admin key is revoked only while another active admin key remains. The check
+    holds under concurrency because it locks the tenant's active admin keys first
+    (``SELECT ... FOR UPDATE``, in id order so two revokers queue instead of
+    deadlocking): a concurrent revocation waits for this transaction, then re-reads
+    the rows it waited for and no longer counts a key revoked meanwhile. Keys of other
+    roles need no lock: the UPDATE's own ``revoked_at IS NULL`` makes a second
+    revocation of one key find nothing.
+
+    :raise ApiKeyNotFound: the tenant has no such key.
+    :raise LastAdminKey: it is the tenant's last active admin key.
+    :raise ApiKeyAlreadyRevoked: it was revoked before (by someone else, maybe just now).
+    """
+    key = get_api_key(session, tenant_id, key_id)
+    if key.role == "admin":  # a role never changes, so reading it unlocked is safe
+        active_admins = session.scalars(
+            select(ApiKey.id)
+            .where(ApiKey.tenant_id == tenant_id, ApiKey.role == "admin", ApiKey.revoked_at.is_(None))
+            .order_by(ApiKey.id)
+            .with_for_update()
+        ).all()
+        if active_admins == [key_id]:
+            raise LastAdminKey(key_id)
+    revoked = session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=func.now())
+        .returning(ApiKey.revoked_at),
+        execution_options={"synchronize_session": False},
+    ).scalar_one_or_none()
+    if revoked is None:
+        raise ApiKeyAlreadyRevoked(key_id)
+    session.refresh(key)
+    return key
 
 
 def looks_like_api_key(token: str) -> bool:
@@ -58,8 +140,13 @@ def looks_like_api_key(token: str) -> bool:
     return token.startswith(TOKEN_PREFIX + "_")
 
 
-def authenticate(session: Session, token: str) -> tuple[ApiKey, Tenant]:
+def authenticate(session: Session, token: str, *, touch: bool = True) -> tuple[ApiKey, Tenant]:
     """Resolve a bearer token to its key and tenant, or raise.
+
+    The database is read every time (no cache), so a revocation committed by any
+    process is refused by every process from the next request on. With ``touch``,
+    ``last_used_at`` is refreshed here (see :func:`touch_last_used`); the HTTP layer
+    passes ``False`` and touches at the end of the request instead.
 
     :raise InvalidApiKey: malformed, unknown, revoked, or the secret does not match.
     :raise TenantSuspended: the key is valid but its tenant is suspended.
@@ -83,11 +170,21 @@ def authenticate(session: Session, token: str) -> tuple[ApiKey, Tenant]:
         raise InvalidApiKey("This API key has been revoked.")
     if tenant.status != "active":
         raise TenantSuspended(tenant.slug)
-    _touch(session, key)
+    if touch:
+        touch_last_used(session, key)
     return key, tenant
 
 
-def _touch(session: Session, key: ApiKey) -> None:
+def touch_last_used(session: Session, key: ApiKey) -> None:
+    """Refresh ``key.last_used_at`` when it is older than :data:`LAST_USED_RESOLUTION`.
+
+    So a key's ``last_used_at`` lags its real last use by at most that much, and a busy
+    key costs one UPDATE a minute, not one a request. The UPDATE row-locks the key
+    until the transaction ends: callers that do more than read should touch last
+    (the HTTP layer does it just before COMMIT), or a request holding its own key's
+    row lock while it waits for another (see :func:`revoke_api_key`) could deadlock
+    with one doing the same the other way round.
+    """
     now = datetime.now(UTC)
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         session.execute(

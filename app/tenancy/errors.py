@@ -126,3 +126,33 @@ class InvalidTenantChange(TenancyError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field_errors = {field: [message]}
+
+
+class ApiKeyNotFound(TenancyError):
+    """The tenant has no API key with this id (another tenant's keys do not exist from here)."""
+
+    def __init__(self, key_id: int) -> None:
+        super().__init__(f"API key {key_id} not found")
+        self.key_id = key_id
+
+
+class ApiKeyAlreadyRevoked(TenancyError):
+    """The key was revoked before; revocation is not repeated (its ``revoked_at`` stays)."""
+
+    def __init__(self, key_id: int) -> None:
+        super().__init__(f"API key {key_id} is already revoked")
+        self.key_id = key_id
+
+
+class LastAdminKey(TenancyError):
+    """Revoking this key would leave the tenant without an active admin key.
+
+    Nobody could then manage the tenant's keys through the API; issue another admin
+    key first.
+    """
+
+    def __init__(self, key_id: int) -> None:
+        super().__init__(
+            f"API key {key_id} is the tenant's last active admin key; issue another admin key first"
+        )
+        self.key_id = key_id

@@ -1,0 +1,50 @@
+"""API keys of the bound tenant, as its admins manage them: list, issue, revoke.
+
+The keys live in ``public.api_keys`` (schema-qualified, so they resolve in a tenant
+transaction whose search_path holds only the tenant's schema); the audit events go to
+the tenant's own ``audit_events``, in the same transaction. Events never carry the
+token or its hash. Functions never commit.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from app.models.public import ApiKey, Tenant
+from app.pagination import Page
+from app.tenancy import api_keys, audit
+from app.tenancy.api_keys import IssuedApiKey
+from app.tenancy.context import require_tenant
+from app.tenancy.errors import TenantNotFound
+
+#: What an audit event shows of a key: never the token, never the hash.
+AUDITED = ("prefix", "name", "role", "revoked_at")
+
+
+def list_api_keys(session: Session, *, limit: int = 50, cursor: str | None = None) -> Page[ApiKey]:
+    """The tenant's keys in id order, revoked ones included."""
+    return api_keys.list_api_keys(session, require_tenant().tenant_id, limit=limit, cursor=cursor)
+
+
+def create_api_key(session: Session, *, role: str, name: str | None = None) -> IssuedApiKey:
+    """Issue a key; its token is in the result and nowhere else."""
+    binding = require_tenant()
+    # In a request the tenant row is already in the session (the key lookup loaded
+    # it), so this costs no query.
+    tenant = session.get(Tenant, binding.tenant_id)
+    if tenant is None:
+        raise TenantNotFound(binding.slug)
+    issued = api_keys.issue_api_key(session, tenant, role, name=name)
+    audit.record(session, "api_key.created", "api_key", issued.id,
+                 after={"prefix": issued.prefix, "name": name, "role": role})
+    return issued
+
+
+def revoke_api_key(session: Session, key_id: int) -> ApiKey:
+    """Revoke one of the tenant's keys (never its last active admin key)."""
+    key = api_keys.revoke_api_key(session, require_tenant().tenant_id, key_id)
+    after = audit.snapshot(key, AUDITED)
+    # Only an active key can be revoked, so before differs in revoked_at alone.
+    audit.record(session, "api_key.revoked", "api_key", key_id,
+                 before={**after, "revoked_at": None}, after=after)
+    return key
