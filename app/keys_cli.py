@@ -9,10 +9,7 @@ stderr), 2 bad usage.
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
-import socket
 from typing import Any
 
 import click
@@ -27,15 +24,6 @@ keys_cli = AppGroup("keys", help="Issue, list and revoke a tenant's API keys.")
 
 #: What a platform event shows of a key: never the token, never the hash.
 AUDITED = ("prefix", "name", "role", "revoked_at")
-
-
-def operator() -> audit.Actor:
-    """The person at this terminal, as the audit trail names them."""
-    try:
-        user = getpass.getuser()
-    except Exception:  # no passwd entry for this uid (containers)
-        user = str(os.getuid())
-    return audit.Actor(label=f"cli:{user}@{socket.gethostname()}")
 
 
 def key_dict(key: ApiKey) -> dict[str, Any]:
@@ -65,7 +53,7 @@ def _check_name(ctx: click.Context, param: click.Parameter, value: str | None) -
 def keys_create(slug: str, role: str, name: str | None, as_json: bool) -> None:
     """Issue an API key for tenant SLUG; prints its token once."""
     session = db.session()
-    with audit.acting_as(operator()), session.begin():
+    with audit.acting_as(audit.cli_actor()), session.begin():
         tenant = directory.get_tenant(session, slug)
         issued = api_keys.issue_api_key(session, tenant, role, name=name)
         audit.record_platform(
@@ -115,7 +103,7 @@ def keys_list(slug: str, as_json: bool) -> None:
 def keys_revoke(slug: str, key_id: int) -> None:
     """Revoke API key KEY_ID of tenant SLUG (never the tenant's last active admin key)."""
     session = db.session()
-    with audit.acting_as(operator()), session.begin():
+    with audit.acting_as(audit.cli_actor()), session.begin():
         tenant = directory.get_tenant(session, slug)
         key = api_keys.revoke_api_key(session, tenant.id, key_id)
         after = audit.snapshot(key, AUDITED)
