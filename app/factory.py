@@ -83,7 +83,7 @@ def _configure_database(app: Flask) -> None:
 
 def _configure_api(app: Flask) -> None:
     from .api import errors, health
-    from .api.admin import migrations, tenants
+    from .api.admin import migrations, plans, tenants
     from .api.tenant import repositories
     from .schemas.common import ProblemSchema
 
@@ -98,7 +98,8 @@ def _configure_api(app: Flask) -> None:
     rest_api.init_app(app, spec_kwargs={"components": {"securitySchemes": {
         "bearer": {"type": "http", "scheme": "bearer"}}}})
     rest_api.spec.options["security"] = [{"bearer": []}]
-    for blueprint in (health.blp, tenants.blp, migrations.blp, repositories.blp):
+    for blueprint in (health.blp, tenants.blp, migrations.blp, repositories.blp,
+                      plans.blp):
         rest_api.register_blueprint(blueprint)
     errors.register(app)
 
