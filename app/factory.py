@@ -84,7 +84,7 @@ def _configure_database(app: Flask) -> None:
 def _configure_api(app: Flask) -> None:
     from .api import errors, health
     from .api.admin import migrations, plans, tenants
-    from .api.tenant import repositories
+    from .api.tenant import account, repositories
     from .schemas.common import ProblemSchema
 
     app.config.update(
@@ -99,7 +99,7 @@ def _configure_api(app: Flask) -> None:
         "bearer": {"type": "http", "scheme": "bearer"}}}})
     rest_api.spec.options["security"] = [{"bearer": []}]
     for blueprint in (health.blp, tenants.blp, migrations.blp, repositories.blp,
-                      plans.blp):
+                      plans.blp, account.blp):
         rest_api.register_blueprint(blueprint)
     errors.register(app)
 
