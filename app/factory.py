@@ -82,7 +82,7 @@ def _configure_database(app: Flask) -> None:
 
 
 def _configure_api(app: Flask) -> None:
-    from .api import errors, health
+    from .api import errors, health, ratelimit
     from .api.admin import migrations, plans, tenants
     from .api.tenant import account, repositories
     from .schemas.common import ProblemSchema
@@ -102,6 +102,7 @@ def _configure_api(app: Flask) -> None:
                       plans.blp, account.blp):
         rest_api.register_blueprint(blueprint)
     errors.register(app)
+    ratelimit.init_app(app)
 
 
 def _configure_requests(app: Flask) -> None:
