@@ -47,6 +47,18 @@ def _nonempty(raw: str) -> str:
     return raw.strip()
 
 
+#: Storages the rate limiter is installed for (the redis client is a dependency).
+_RATELIMIT_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster")
+
+
+def _ratelimit_storage(raw: str) -> str:
+    value = _nonempty(raw)
+    scheme, sep, _ = value.partition("://")
+    if not sep or scheme not in _RATELIMIT_SCHEMES:
+        raise ValueError(f"must be memory:// or a Redis URL ({', '.join(s + '://' for s in _RATELIMIT_SCHEMES)})")
+    return value
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("DATABASE_URL", "SQLALCHEMY_DATABASE_URI", _nonempty, None,
             "PostgreSQL URL. Unset: an embedded PostgreSQL under INSTANCE_PATH, migrated automatically."),
@@ -68,6 +80,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TENANT_MIGRATIONS_LOCATION", "TENANT_MIGRATIONS_LOCATION", _nonempty, None,
             "Alternative tenant migration scripts directory (defaults to the bundled tenant_migrations)."),
     Setting("LOG_LEVEL", "LOG_LEVEL", _nonempty, "INFO", "Python logging level."),
+    Setting("RATELIMIT_STORAGE_URI", "RATELIMIT_STORAGE_URI", _ratelimit_storage, "memory://",
+            "Where per-tenant rate-limit counters live: memory:// (each process counts on its own) "
+            "or redis://host:port/db (shared by every process)."),
 )
 
 

@@ -82,10 +82,10 @@ def _configure_database(app: Flask) -> None:
 
 
 def _configure_api(app: Flask) -> None:
-    from .api import errors, health
+    from .api import errors, health, ratelimit
     from .api.admin import audit as admin_audit
-    from .api.admin import migrations, tenants
-    from .api.tenant import api_keys, audit, repositories
+    from .api.admin import migrations, plans, tenants
+    from .api.tenant import account, api_keys, audit, repositories
     from .schemas.common import ProblemSchema
 
     app.config.update(
@@ -100,11 +100,12 @@ def _configure_api(app: Flask) -> None:
         "bearer": {"type": "http", "scheme": "bearer"}}}})
     rest_api.spec.options["security"] = [{"bearer": []}]
     for blueprint in (
-        health.blp, tenants.blp, migrations.blp, admin_audit.blp,
-        repositories.blp, api_keys.blp, audit.blp,
+        health.blp, tenants.blp, plans.blp, migrations.blp, admin_audit.blp,
+        account.blp, repositories.blp, api_keys.blp, audit.blp,
     ):
         rest_api.register_blueprint(blueprint)
     errors.register(app)
+    ratelimit.init_app(app)
 
 
 def _configure_requests(app: Flask) -> None:

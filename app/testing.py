@@ -26,6 +26,7 @@ public migrations, and drops it at the end. Fixtures:
 ``make_app``                         more apps on the same database, with other settings
 ``client`` / ``admin_client``        test clients; the second sends the admin token
 ``make_tenant``                      provision tenants (dropped after the test)
+``make_plan``                        plans with a unique name and the limits a test needs
 ``tenant`` / ``tenant_client``       one provisioned tenant, and a client with its key
 
 An autouse fixture fails any test that leaves a tenant bound to the context.
@@ -53,6 +54,7 @@ from sqlalchemy.pool import NullPool
 
 from app import create_app, public_migrations
 from app.extensions import db
+from app.models.public import Plan
 from app.tenancy import binding as tenant_binding
 from app.tenancy.context import TenantBinding, bind, current_tenant
 from app.tenancy.naming import quote_ident
@@ -262,6 +264,39 @@ def make_tenant(app: Flask, engine: Engine) -> Iterator[Callable[..., TestTenant
 
 
 @pytest.fixture
+def make_plan(app: Flask, engine: Engine) -> Iterator[Callable[..., str]]:
+    """``make_plan(max_repositories=3, rate_limit_per_minute=None)`` creates a plan, returns its name.
+
+    Limits default to unlimited. A test changes its own plans freely, never the seeded
+    ones other tests rely on. Plans no tenant uses any more are deleted after the test.
+    """
+    made: list[str] = []
+
+    def factory(
+        *, max_repositories: int | None = None, rate_limit_per_minute: int | None = None,
+        monthly_price_cents: int = 0,
+    ) -> str:
+        name = f"plan_{uuid.uuid4().hex[:12]}"
+        with app.app_context():
+            db.session.add(Plan(
+                name=name, max_repositories=max_repositories,
+                rate_limit_per_minute=rate_limit_per_minute, monthly_price_cents=monthly_price_cents,
+            ))
+            db.session.commit()
+            db.session.remove()
+        made.append(name)
+        return name
+
+    yield factory
+    with engine.begin() as conn:
+        conn.execute(
+            text("DELETE FROM public.plans p WHERE p.name = ANY(:names)"
+                 " AND NOT EXISTS (SELECT 1 FROM public.tenants t WHERE t.plan_id = p.id)"),
+            {"names": made},
+        )
+
+
+@pytest.fixture
 def tenant(make_tenant: Callable[..., TestTenant]) -> TestTenant:
     return make_tenant()
 
@@ -271,6 +306,18 @@ def tenant_client(app: Flask, tenant: TestTenant) -> FlaskClient:
     c = app.test_client()
     c.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {tenant.token}"
     return c
+
+
+def assert_problem(response: Any, status: int, type_suffix: str | None = None) -> dict[str, Any]:
+    """Assert a test client's response is an ``application/problem+json`` of ``status``; its body."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.content_type == "application/problem+json"
+    body = response.json
+    assert {"type", "title", "status", "detail"} <= set(body)
+    assert body["status"] == status
+    if type_suffix:
+        assert body["type"].endswith("/" + type_suffix), body["type"]
+    return body
 
 
 @pytest.fixture(autouse=True)

@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import Forbidden, Unauthorized
 
 from app.api.errors import handle_exception
+from app.api.ratelimit import check_tenant_rate
 from app.extensions import db
 from app.models.public import API_KEY_ROLES
 from app.tenancy import api_keys, audit
@@ -60,7 +61,8 @@ def require_tenant_key() -> None:
     """``before_request`` of the tenant API: resolve the key, bind its tenant to this request.
 
     The key lookup opens the request's transaction; binding applies the tenant's
-    search_path to that same transaction at once.
+    search_path to that same transaction at once. Then the request is counted against
+    the tenant's rate limit (429 when its plan's budget is spent).
     """
     key, tenant = api_keys.authenticate(db.session(), bearer_token(), touch=False)
 
@@ -82,6 +84,7 @@ def require_tenant_key() -> None:
         label=f"api-key:{key.id}", api_key_id=key.id, role=key.role, request_id=request_id()
     ))
     apply_binding(db.session())
+    check_tenant_rate()
 
 
 def tenant_key_required(read: str = "viewer", write: str = "member") -> Callable[[], None]:

@@ -18,7 +18,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from app.pagination import InvalidCursor
-from app.services.errors import Conflict, NotFound
+from app.services.errors import Conflict, NotFound, QuotaExceeded
 from app.tenancy.errors import (
     ApiKeyAlreadyRevoked,
     ApiKeyNotFound,
@@ -69,6 +69,7 @@ ERRORS: dict[type[BaseException], ProblemType] = {
     MigrationRunNotFound: ProblemType(404, "not-found", "Not found"),
     NotFound: ProblemType(404, "not-found", "Not found"),
     Conflict: ProblemType(409, "conflict", "Conflict"),
+    QuotaExceeded: ProblemType(403, "quota-exceeded", "Quota exceeded"),
     InvalidApiKey: ProblemType(401, "unauthorized", "Unauthorized"),
     TenantSuspended: ProblemType(403, "tenant-suspended", "Tenant suspended"),
     ApiKeyNotFound: ProblemType(404, "not-found", "Not found"),
@@ -107,11 +108,15 @@ def problem(
     *,
     errors: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
+    extensions: dict[str, Any] | None = None,
 ) -> Response:
+    """The problem document; ``extensions`` are extra members (RFC 9457), e.g. a quota's limit."""
     body: dict[str, Any] = {"type": PROBLEM_BASE + type_slug, "title": title, "status": status}
     body["detail"] = detail or title
     if errors:
         body["errors"] = errors
+    for name, value in (extensions or {}).items():
+        body.setdefault(name, value)
     response = Response(json.dumps(body), status=status, mimetype=PROBLEM_MIMETYPE)
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="tenantry"'
@@ -169,7 +174,8 @@ def handle_exception(exc: Exception) -> Response:
     if not kind.public_detail:
         return problem(kind.status, kind.slug, kind.title)
     return problem(
-        kind.status, kind.slug, kind.title, str(exc), errors=getattr(exc, "field_errors", None)
+        kind.status, kind.slug, kind.title, str(exc), errors=getattr(exc, "field_errors", None),
+        extensions=getattr(exc, "problem_extensions", None),
     )
 
 

@@ -24,3 +24,21 @@ class Conflict(ServiceError):
     def __init__(self, message: str, field: str) -> None:
         super().__init__(message)
         self.field_errors = {field: [message]}
+
+
+class QuotaExceeded(ServiceError):
+    """The tenant's plan allows no more of this resource: its usage is at (or over) the limit.
+
+    ``problem_extensions`` go into the problem document as members of their own, so a
+    client can show the limit without parsing ``detail``.
+    """
+
+    def __init__(self, quota: str, limit: int, usage: int) -> None:
+        super().__init__(
+            f"The plan allows {limit} {quota} and this tenant has {usage}; "
+            f"delete some or move to a larger plan."
+        )
+        self.quota = quota
+        self.limit = limit
+        self.usage = usage
+        self.problem_extensions = {"quota": quota, "limit": limit, "usage": usage}

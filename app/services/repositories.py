@@ -18,6 +18,7 @@ from app.models.tenant import Repository
 from app.pagination import Page, decode_cursor, make_page
 from app.tenancy import audit
 
+from . import quotas
 from .errors import Conflict, NotFound
 
 UPDATABLE = frozenset({"owner", "name", "enabled"})
@@ -44,9 +45,12 @@ def create_repository(
 ) -> Repository:
     """Insert a repository; :class:`Conflict` if its github_repo_id is taken in this tenant.
 
-    One statement (``INSERT … ON CONFLICT DO NOTHING RETURNING``), so a duplicate costs
-    no savepoint and leaves the transaction usable.
+    :class:`~app.services.errors.QuotaExceeded` if the plan's ``max_repositories`` is
+    reached: the check holds the tenant's quota lock until the transaction ends, so
+    concurrent creates cannot overshoot it. One statement (``INSERT … ON CONFLICT DO
+    NOTHING RETURNING``), so a duplicate costs no savepoint and leaves the transaction usable.
     """
+    quotas.reserve_repository(session)
     stmt = (
         insert(Repository)
         .values(

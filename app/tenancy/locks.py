@@ -24,6 +24,20 @@ def lock_tenant(connection: Connection, slug: str) -> None:
     )
 
 
+#: classid of the per-tenant quota lock ("TQ"): a create checked against a plan quota
+#: queues behind the other creates of its tenant, never behind a migration of its schema
+#: (which holds the LOCK_NAMESPACE lock for as long as its DDL runs), and vice versa.
+QUOTA_LOCK_NAMESPACE = 0x5451
+
+
+def lock_tenant_quota(connection: Connection, slug: str) -> None:
+    """Wait for, then hold until the transaction ends, the quota lock of tenant ``slug``."""
+    connection.exec_driver_sql(
+        "SELECT pg_advisory_xact_lock(%(ns)s, hashtext(%(slug)s))",
+        {"ns": QUOTA_LOCK_NAMESPACE, "slug": slug},
+    )
+
+
 #: classid of the fan-out lock ("TF"), apart from per-tenant locks so no slug can collide.
 FANOUT_LOCK = (0x5446, 1)
 

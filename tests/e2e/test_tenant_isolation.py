@@ -87,7 +87,7 @@ def test_another_tenants_repository_does_not_exist_from_here(client, a_and_b, me
 
 
 def test_pagination_is_stable_and_complete(client, make_tenant):
-    t = make_tenant("pager")
+    t = make_tenant("pager", plan="pro")  # 7 repositories: more than the free plan's 5
     for i in range(7):
         create(client, t, 100 + i, f"r{i}")
     seen, cursor = [], None

@@ -9,6 +9,7 @@ from flask_smorest import Blueprint
 
 from app.api.auth import tenant_key_required
 from app.extensions import db
+from app.schemas.account import QuotaProblemSchema
 from app.schemas.repositories import (
     RepositoryPageSchema,
     RepositoryQuerySchema,
@@ -35,8 +36,10 @@ class Repositories(MethodView):
     @blp.arguments(RepositorySchema)
     @blp.response(201, RepositorySchema)
     @blp.alt_response(409, description="github_repo_id exists already in this tenant.")
+    @blp.alt_response(403, schema=QuotaProblemSchema,
+                      description="quota-exceeded: the plan's max_repositories is reached.")
     def post(self, body: dict[str, Any]):
-        """Connect a repository."""
+        """Connect a repository, if the plan's ``max_repositories`` allows one more."""
         return service.create_repository(db.session(), **body)
 
 

@@ -1,0 +1,33 @@
+"""/v1/tenant: the tenant the API key belongs to, its plan's limits and its usage."""
+
+from __future__ import annotations
+
+from flask import g
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from app.api.auth import tenant_key_required
+from app.extensions import db
+from app.schemas.account import CurrentTenantSchema
+from app.services import quotas
+
+blp = Blueprint(
+    "tenant_account", __name__, url_prefix="/v1/tenant",
+    description="The tenant the API key belongs to.",
+)
+blp.before_request(tenant_key_required(read="viewer", write="admin"))
+
+
+@blp.route("")
+class CurrentTenant(MethodView):
+    @blp.response(200, CurrentTenantSchema)
+    def get(self):
+        """This tenant: slug, name, status, plan with its limits, and usage against each quota."""
+        tenant = g.tenant
+        return {
+            "slug": tenant.slug,
+            "name": tenant.name,
+            "status": tenant.status,
+            "plan": tenant.plan,
+            "usage": quotas.usage(db.session()),
+        }

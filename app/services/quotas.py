@@ -1,0 +1,65 @@
+"""Plan quotas of the bound tenant: what it uses against what its plan allows.
+
+Counting and then inserting is a race on its own: two creates that both count 4 of 5
+would both insert. So a create first takes a transaction-level advisory lock of the
+tenant's own (:func:`app.tenancy.locks.lock_tenant_quota`), then counts. Concurrent
+creates of one tenant queue on that lock, and each one counts after the one before it
+committed: under READ COMMITTED every statement sees what committed before it started.
+The lock goes with the transaction (COMMIT or ROLLBACK), so a crash never leaves one.
+
+The limit is read from the plan at each check, so a plan change (a downgrade below
+the current usage included) applies from the next create on. Usage over the limit
+is allowed to stand; it only blocks further creates until it is back under.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.models.public import Plan, Tenant
+from app.models.tenant import Repository
+from app.tenancy.context import require_tenant
+from app.tenancy.locks import lock_tenant_quota
+
+from .errors import QuotaExceeded
+
+
+@dataclass(frozen=True)
+class Usage:
+    """How much of one quota the tenant uses; ``limit`` None means unlimited."""
+
+    used: int
+    limit: int | None
+
+
+def repository_usage(session: Session) -> Usage:
+    """The bound tenant's repositories against its plan's ``max_repositories``."""
+    binding = require_tenant()
+    limit = session.scalar(
+        select(Plan.max_repositories).join(Tenant, Tenant.plan_id == Plan.id)
+        .where(Tenant.id == binding.tenant_id)
+    )
+    used = session.scalar(select(func.count()).select_from(Repository)) or 0
+    return Usage(used=used, limit=limit)
+
+
+def usage(session: Session) -> dict[str, Usage]:
+    """Every quota of the bound tenant, by name (what ``GET /v1/tenant`` shows)."""
+    return {"repositories": repository_usage(session)}
+
+
+def reserve_repository(session: Session) -> None:
+    """Make sure the bound tenant may add one repository; hold its quota lock until the end.
+
+    Call it in the transaction that inserts, before the insert.
+
+    :raise QuotaExceeded: the tenant has ``max_repositories`` or more already.
+    """
+    binding = require_tenant()
+    lock_tenant_quota(session.connection(), binding.slug)
+    current = repository_usage(session)
+    if current.limit is not None and current.used >= current.limit:
+        raise QuotaExceeded("repositories", current.limit, current.used)
