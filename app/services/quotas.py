@@ -38,10 +38,7 @@ class Usage:
 def repository_usage(session: Session) -> Usage:
     """The bound tenant's repositories against its plan's ``max_repositories``."""
     binding = require_tenant()
-    limit = session.scalar(
-        select(Plan.max_repositories).join(Tenant, Tenant.plan_id == Plan.id)
-        .where(Tenant.id == binding.tenant_id)
-    )
+    limit = _repository_limit(session, binding.tenant_id)
     used = session.scalar(select(func.count()).select_from(Repository)) or 0
     return Usage(used=used, limit=limit)
 
@@ -60,6 +57,14 @@ def reserve_repository(session: Session) -> None:
     """
     binding = require_tenant()
     lock_tenant_quota(session.connection(), binding.slug)
+    if _repository_limit(session, binding.tenant_id) is None:
+        return  # unlimited: no count(*) on every create
     current = repository_usage(session)
     if current.limit is not None and current.used >= current.limit:
         raise QuotaExceeded("repositories", current.limit, current.used)
+
+
+def _repository_limit(session: Session, tenant_id: int) -> int | None:
+    return session.scalar(
+        select(Plan.max_repositories).join(Tenant, Tenant.plan_id == Plan.id).where(Tenant.id == tenant_id)
+    )

@@ -74,6 +74,7 @@ def create_repository(
 
 
 def get_repository(session: Session, repository_id: int) -> Repository:
+    _check_id(repository_id)
     repository = session.get(Repository, repository_id)
     if repository is None:
         raise NotFound("repository", repository_id)
@@ -98,6 +99,7 @@ def update_repository(session: Session, repository_id: int, changes: dict[str, A
 
 
 def delete_repository(session: Session, repository_id: int) -> None:
+    _check_id(repository_id)
     deleted = session.execute(
         delete(Repository).where(Repository.id == repository_id).returning(
             *(getattr(Repository, name) for name in AUDITED)
@@ -107,3 +109,9 @@ def delete_repository(session: Session, repository_id: int) -> None:
         raise NotFound("repository", repository_id)
     audit.record(session, "repository.deleted", "repository", repository_id,
                  before=dict(zip(AUDITED, deleted, strict=True)))
+
+
+def _check_id(repository_id: int) -> None:
+    """Ids are bigint: one beyond that range names no row (and must not reach the server as one)."""
+    if not 0 < repository_id < 2**63:
+        raise NotFound("repository", repository_id)

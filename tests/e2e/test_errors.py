@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import threading
 
 import pytest
@@ -136,6 +137,18 @@ def test_routing_errors_are_problems(client, tenant_client):
     response = tenant_client.put("/v1/repositories", json={})
     assert_problem(response, 405, "method-not-allowed")
     assert "GET" in response.headers["Allow"]
+
+
+@pytest.mark.parametrize("method", ["get", "patch", "delete"])
+def test_a_repository_id_beyond_bigint_is_404_not_500(tenant_client, method):
+    kwargs = {"json": {"name": "x"}} if method == "patch" else {}
+    response = getattr(tenant_client, method)(f"/v1/repositories/{2**63}", **kwargs)
+    assert_problem(response, 404, "not-found")
+
+
+def test_a_forged_cursor_beyond_bigint_is_422_not_500(tenant_client):
+    forged = base64.urlsafe_b64encode(f"int:{10**30}".encode()).decode().rstrip("=")
+    assert "cursor" in assert_problem(tenant_client.get(f"/v1/repositories?cursor={forged}"), 422)["errors"]
 
 
 def test_malformed_json_is_400(tenant_client):
