@@ -20,7 +20,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from . import fanout_cli, portability_cli, public_migrations
-from .extensions import db
+from .extensions import db, tenant_roles_active
 from .models.public import Tenant
 from .tenancy import audit, directory, lifecycle, migrations
 from .tenancy.errors import TenancyError, TenantContextError
@@ -126,6 +126,7 @@ def tenants_create(slug: str, name: str, plan: str, as_json: bool) -> None:
             name=name,
             plan=plan,
             migrations_location=current_app.config["TENANT_MIGRATIONS_LOCATION"],
+            tenant_role=tenant_roles_active(),
         )
     key = result.admin_key
     data = {

@@ -59,6 +59,13 @@ def _ratelimit_storage(raw: str) -> str:
     return value
 
 
+def _tenant_roles(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("auto", "on", "off"):
+        raise ValueError("must be auto, on or off")
+    return value
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("DATABASE_URL", "SQLALCHEMY_DATABASE_URI", _nonempty, None,
             "PostgreSQL URL. Unset: an embedded PostgreSQL under INSTANCE_PATH, migrated automatically."),
@@ -80,6 +87,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TENANT_MIGRATIONS_LOCATION", "TENANT_MIGRATIONS_LOCATION", _nonempty, None,
             "Alternative tenant migration scripts directory (defaults to the bundled tenant_migrations)."),
     Setting("LOG_LEVEL", "LOG_LEVEL", _nonempty, "INFO", "Python logging level."),
+    Setting("TENANT_ROLES", "TENANT_ROLES", _tenant_roles, "auto",
+            "A database role per tenant (owner of its schema, taken by every tenant transaction): on, off, "
+            "or auto (on where it is cheap: PostgreSQL 17+ and a user with CREATEROLE; see docs/security.md)."),
     Setting("RATELIMIT_STORAGE_URI", "RATELIMIT_STORAGE_URI", _ratelimit_storage, "memory://",
             "Where per-tenant rate-limit counters live: memory:// (each process counts on its own) "
             "or redis://host:port/db (shared by every process)."),

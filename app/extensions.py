@@ -9,3 +9,12 @@ from app.models.public import PublicBase
 # Flask-SQLAlchemy; this object only provides the engine and the request-scoped session.
 db = SQLAlchemy(metadata=PublicBase.metadata)
 rest_api = Api()
+
+
+def tenant_roles_active() -> bool:
+    """Whether tenants provisioned now get a database role (TENANT_ROLES, decided once per engine)."""
+    from flask import current_app
+
+    from app.tenancy import roles
+
+    return roles.active(db.engine, current_app.config["TENANT_ROLES"])

@@ -53,11 +53,12 @@ from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import NullPool
 
 from app import create_app, public_migrations
-from app.extensions import db
+from app.extensions import db, tenant_roles_active
 from app.models.public import Plan
 from app.tenancy import binding as tenant_binding
+from app.tenancy import roles
 from app.tenancy.context import TenantBinding, bind, current_tenant
-from app.tenancy.naming import quote_ident
+from app.tenancy.naming import quote_ident, quote_role
 from app.tenancy.provisioning import ProvisionedTenant, provision_tenant
 
 ADMIN_TOKEN = "test-admin-token"  # noqa: S105 - a fixture value, not a secret
@@ -116,6 +117,9 @@ def fresh_database(server_url: str) -> Iterator[str]:
         yield admin_url.set(database=name).render_as_string(hide_password=False)
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            # Roles are cluster-wide: the tenant roles of this database go with it.
+            for role in roles.roles_with_prefix(conn, roles.role_prefix(name)):
+                conn.exec_driver_sql(f"DROP ROLE IF EXISTS {quote_role(role)}")
     finally:
         admin.dispose()
 
@@ -137,6 +141,8 @@ def make_test_app(database_url: str, **overrides: Any) -> Flask:
         "ADMIN_TOKEN": ADMIN_TOKEN,
         "LOG_LEVEL": "WARNING",
         "INSTANCE_PATH": tempfile.gettempdir(),
+        # CI runs the suite with the role layer on and off (docs/security.md).
+        "TENANT_ROLES": os.environ.get("TEST_TENANT_ROLES", "auto"),
     }
     config.update(overrides)
     return create_app(config)
@@ -203,10 +209,11 @@ class TestTenant:
     schema_name: str
     tenant_id: int
     token: str
+    role: str | None = None  # its database role, when the role layer is on
 
     @property
     def binding(self) -> TenantBinding:
-        return TenantBinding(tenant_id=self.tenant_id, slug=self.slug, schema_name=self.schema_name)
+        return TenantBinding(tenant_id=self.tenant_id, slug=self.slug, schema_name=self.schema_name, role=self.role)
 
     @property
     def auth(self) -> dict[str, str]:
@@ -217,13 +224,14 @@ def provision(app: Flask, slug: str, name: str | None = None, plan: str = "free"
     with app.app_context():
         result: ProvisionedTenant = provision_tenant(
             db.session(), slug=slug, name=name or slug, plan=plan,
-            migrations_location=app.config["TENANT_MIGRATIONS_LOCATION"],
+            migrations_location=app.config["TENANT_MIGRATIONS_LOCATION"], tenant_role=tenant_roles_active(),
         )
         made = TestTenant(
             slug=result.tenant.slug,
             schema_name=result.tenant.schema_name,
             tenant_id=result.tenant.id,
             token=result.admin_key.token,
+            role=result.tenant.db_role,
         )
         db.session.remove()
     return made
@@ -243,9 +251,11 @@ def drop_tenants(engine: Engine, slugs: list[str] | None = None) -> None:
                 row[0][2:]
                 for row in conn.execute(text("SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%'"))
             ]
+        prefix = roles.role_prefix(conn.exec_driver_sql("SELECT current_database()").scalar_one())
         for slug in sorted(set(slugs)):
             schema = "t_" + slug
             conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
+            conn.exec_driver_sql(f"DROP ROLE IF EXISTS {quote_role(prefix + slug)}")
             conn.execute(text("DELETE FROM public.tenants WHERE slug = :s"), {"s": slug})
 
 

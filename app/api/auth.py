@@ -29,7 +29,7 @@ from app.api.ratelimit import check_tenant_rate
 from app.extensions import db
 from app.models.public import API_KEY_ROLES
 from app.tenancy import api_keys, audit
-from app.tenancy.binding import apply_binding
+from app.tenancy.binding import apply_binding, platform_access
 from app.tenancy.context import TenantBinding, bind, unbind
 
 
@@ -71,7 +71,8 @@ def require_tenant_key() -> None:
         if response.status_code >= 400:
             return response  # rolled back anyway
         try:
-            api_keys.touch_last_used(db.session(), key)
+            with platform_access(db.session()):
+                api_keys.touch_last_used(db.session(), key)
         except SQLAlchemyError as exc:  # the transaction is aborted: its COMMIT would not commit
             db.session.rollback()
             return handle_exception(exc)
@@ -79,7 +80,7 @@ def require_tenant_key() -> None:
 
     g.api_key = key
     g.tenant = tenant
-    g.tenant_token = bind(TenantBinding.for_slug(tenant.id, tenant.slug))
+    g.tenant_token = bind(TenantBinding.for_slug(tenant.id, tenant.slug, tenant.db_role))
     g.audit_token = audit.bind_actor(audit.Actor(
         label=f"api-key:{key.id}", api_key_id=key.id, role=key.role, request_id=request_id()
     ))

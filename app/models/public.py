@@ -91,6 +91,8 @@ class Tenant(PublicBase):
     status: Mapped[str] = mapped_column(String(20), default="active", server_default="active")
     #: The tenant schema's Alembic revision as last applied (``None`` before the first).
     schema_revision: Mapped[str | None] = mapped_column(String(64))
+    #: The NOLOGIN role that owns the schema (``None``: provisioned with the role layer off).
+    db_role: Mapped[str | None] = mapped_column(String(63))
     created_at: Mapped[created_at]
     updated_at: Mapped[updated_at]
 

@@ -14,6 +14,7 @@ from app.models.public import ApiKey, Tenant
 from app.pagination import Page
 from app.tenancy import api_keys, audit
 from app.tenancy.api_keys import IssuedApiKey
+from app.tenancy.binding import platform_access
 from app.tenancy.context import require_tenant
 from app.tenancy.errors import TenantNotFound
 
@@ -23,7 +24,8 @@ AUDITED = ("prefix", "name", "role", "revoked_at")
 
 def list_api_keys(session: Session, *, limit: int = 50, cursor: str | None = None) -> Page[ApiKey]:
     """The tenant's keys in id order, revoked ones included."""
-    return api_keys.list_api_keys(session, require_tenant().tenant_id, limit=limit, cursor=cursor)
+    with platform_access(session):
+        return api_keys.list_api_keys(session, require_tenant().tenant_id, limit=limit, cursor=cursor)
 
 
 def create_api_key(session: Session, *, role: str, name: str | None = None) -> IssuedApiKey:
@@ -31,10 +33,11 @@ def create_api_key(session: Session, *, role: str, name: str | None = None) -> I
     binding = require_tenant()
     # In a request the tenant row is already in the session (the key lookup loaded
     # it), so this costs no query.
-    tenant = session.get(Tenant, binding.tenant_id)
-    if tenant is None:
-        raise TenantNotFound(binding.slug)
-    issued = api_keys.issue_api_key(session, tenant, role, name=name)
+    with platform_access(session):
+        tenant = session.get(Tenant, binding.tenant_id)
+        if tenant is None:
+            raise TenantNotFound(binding.slug)
+        issued = api_keys.issue_api_key(session, tenant, role, name=name)  # flushed in here
     audit.record(session, "api_key.created", "api_key", issued.id,
                  after={"prefix": issued.prefix, "name": name, "role": role})
     return issued
@@ -42,7 +45,9 @@ def create_api_key(session: Session, *, role: str, name: str | None = None) -> I
 
 def revoke_api_key(session: Session, key_id: int) -> ApiKey:
     """Revoke one of the tenant's keys (never its last active admin key)."""
-    key = api_keys.revoke_api_key(session, require_tenant().tenant_id, key_id)
+    with platform_access(session):
+        key = api_keys.revoke_api_key(session, require_tenant().tenant_id, key_id)
+        session.flush()
     after = audit.snapshot(key, AUDITED)
     # Only an active key can be revoked, so before differs in revoked_at alone.
     audit.record(session, "api_key.revoked", "api_key", key_id,

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from app.models.public import Plan, Tenant
 from app.models.tenant import Repository
+from app.tenancy.binding import platform_access
 from app.tenancy.context import require_tenant
 from app.tenancy.locks import lock_tenant_quota
 
@@ -65,6 +66,7 @@ def reserve_repository(session: Session) -> None:
 
 
 def _repository_limit(session: Session, tenant_id: int) -> int | None:
-    return session.scalar(
-        select(Plan.max_repositories).join(Tenant, Tenant.plan_id == Plan.id).where(Tenant.id == tenant_id)
-    )
+    with platform_access(session):  # the plan is platform data
+        return session.scalar(
+            select(Plan.max_repositories).join(Tenant, Tenant.plan_id == Plan.id).where(Tenant.id == tenant_id)
+        )

@@ -29,6 +29,8 @@ object of A while B is bound raises instead of loading B's row into it.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import event
@@ -43,6 +45,8 @@ from .errors import TenantContextError
 DENY_SEARCH_PATH = "pg_catalog"
 
 _SET_SEARCH_PATH = "SELECT set_config('search_path', %(path)s, true)"
+#: With the role layer on (app.tenancy.roles): the tenant's role too, in the same statement.
+_SET_SEARCH_PATH_AND_ROLE = "SELECT set_config('search_path', %(path)s, true), set_config('role', %(role)s, true)"
 
 # session.info keys. APPLIED: what the open transaction's search_path was set to (a
 # binding, or None for "deny"); absent when the transaction has no connection yet.
@@ -56,9 +60,41 @@ def search_path_for(binding: TenantBinding | None) -> str:
     return DENY_SEARCH_PATH if binding is None else binding.quoted_schema
 
 
-def set_search_path(connection: Connection, binding: TenantBinding | None) -> None:
-    """Make the open transaction on ``connection`` serve ``binding`` (a bound parameter)."""
-    set_local_search_path(connection, search_path_for(binding))
+def set_search_path(connection: Connection, binding: TenantBinding | None, *, reset_role: bool = False) -> None:
+    """Make the open transaction on ``connection`` serve ``binding`` (bound parameters).
+
+    A binding with a role takes it for the rest of the transaction; ``reset_role``
+    returns to the login user (a transaction leaving a tenant with a role).
+    """
+    role = binding.role if binding is not None else None
+    if role is None and not reset_role:
+        set_local_search_path(connection, search_path_for(binding))
+        return
+    connection.exec_driver_sql(_SET_SEARCH_PATH_AND_ROLE, {"path": search_path_for(binding), "role": role or "none"})
+
+
+@contextmanager
+def platform_access(session: Session) -> Iterator[None]:
+    """Read or write platform tables (``public.*``) inside a tenant's transaction.
+
+    With the role layer on, the tenant's role may not touch ``public.tenants`` or
+    ``public.api_keys``; the few tenant requests that must (a key's ``last_used_at``,
+    the plan's limits, the tenant's own keys) say so here, and act as the login user
+    for the block only. Greppable on purpose: every use is a place where tenant code
+    reaches platform data. A no-op when the transaction holds no tenant role.
+    """
+    applied = session.info.get(_APPLIED)
+    role = applied.role if applied is not None else None
+    if role is None:
+        yield
+        return
+    connection = session.connection()
+    connection.exec_driver_sql("SELECT set_config('role', 'none', true)")
+    try:
+        yield
+    finally:
+        if not connection.invalidated and session.in_transaction():
+            connection.exec_driver_sql("SELECT set_config('role', %(r)s, true)", {"r": role})
 
 
 def set_local_search_path(connection: Connection, path: str) -> None:
@@ -88,7 +124,8 @@ def apply_binding(session: Session) -> None:
             f"This transaction already served tenant {served.slug!r}; it cannot serve "
             f"{binding.slug!r} too. Commit or roll back before switching tenants."
         )
-    set_search_path(session.connection(), binding)
+    previous = session.info[_APPLIED]
+    set_search_path(session.connection(), binding, reset_role=previous is not None and previous.role is not None)
     _record(session, binding)
 
 

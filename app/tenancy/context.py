@@ -28,10 +28,12 @@ class TenantBinding:
     tenant_id: int
     slug: str
     schema_name: str
+    #: The tenant's database role, taken for each transaction (None: the role layer is off).
+    role: str | None = None
 
     @classmethod
-    def for_slug(cls, tenant_id: int, slug: str) -> TenantBinding:
-        return cls(tenant_id=tenant_id, slug=slug, schema_name=schema_name_for(slug))
+    def for_slug(cls, tenant_id: int, slug: str, role: str | None = None) -> TenantBinding:
+        return cls(tenant_id=tenant_id, slug=slug, schema_name=schema_name_for(slug), role=role)
 
     @property
     def quoted_schema(self) -> str:

@@ -72,6 +72,7 @@ class PlannedTenant:
     tenant_id: int
     slug: str
     revision: str | None  # as recorded in public.tenants
+    role: str | None = None  # the tenant's database role: its schema's objects belong to it
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ def plan(connection: Connection, options: FanoutOptions) -> Plan:
 
 
 def _tenants(connection: Connection, slugs: tuple[str, ...] = ()) -> list[PlannedTenant]:
-    sql = "SELECT id, slug, schema_revision FROM public.tenants"
+    sql = "SELECT id, slug, schema_revision, db_role FROM public.tenants"
     params: dict[str, Any] = {}
     if slugs:
         sql += " WHERE slug = ANY(%(slugs)s)"
@@ -481,7 +482,8 @@ class _Run:
 
     @staticmethod
     def _task(tenant: PlannedTenant) -> dict[str, Any]:
-        return {"tenant_id": tenant.tenant_id, "slug": tenant.slug, "revision": tenant.revision, "attempt": 1}
+        return {"tenant_id": tenant.tenant_id, "slug": tenant.slug, "revision": tenant.revision,
+                "role": tenant.role, "attempt": 1}
 
     # -- the ledger
 

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from . import migrations
+from . import migrations, roles
 from .fanout_worker import APPLICATION_NAME, Literals, _last_row, _ms, failure, record_sql
 from .locks import LOCK_NAMESPACE
 from .naming import quote_ident, schema_name_for, validate_slug
@@ -124,13 +124,16 @@ class OnlineMigrator:
                 # create the version table; the rendered text always would.
                 rendered = migrations.rendered_path(current, self.target, self.location) if current else None
                 record = self._record_sql(task, current, self.target, "migrated")
+                role = task.get("role")
+                roles.become(connection, role)  # what the DDL creates belongs to the tenant's role
                 if rendered is not None:  # the path's SQL and the ledger, in one round trip
-                    cursor.execute(rendered + record)
+                    cursor.execute(rendered + (";SELECT set_config('role', 'none', true)" if role else "") + record)
                 else:
                     migrations.migrate_schema(
                         connection, schema_name, self.target, location=self.location,
                         known=migrations.SchemaState(current, bool(versioned)),
                     )
+                    roles.become(connection, None)
                     cursor.execute(record)
                 return {"status": "migrated", "from": current, "to": self.target}
         return self._migrate_in_segments(connection, task, schema_name, current, steps, started)
@@ -151,7 +154,9 @@ class OnlineMigrator:
             if transactional:
                 with connection.begin():
                     connection.exec_driver_sql(_PREAMBLE, params)
+                    roles.become(connection, task.get("role"))
                     reached = migrations.migrate_schema(connection, schema_name, stop, location=self.location)
+                    roles.become(connection, None)
                     connection.exec_driver_sql(_RECORD_REVISION, {"rev": reached, "id": task["tenant_id"]})
                 continue
             connection.execution_options(isolation_level="AUTOCOMMIT")
@@ -163,14 +168,19 @@ class OnlineMigrator:
                 )
                 try:
                     before = reached
+                    if task.get("role"):  # session level here (autocommit): reset in the finally below
+                        connection.exec_driver_sql(
+                            "SELECT set_config('role', %(r)s, false)", {"r": task["role"]})
                     reached = migrations.migrate_schema(
                         connection, schema_name, stop, location=self.location, outside_transaction=True
                     )
+                    connection.exec_driver_sql("RESET ROLE")
                     _refuse_invalid_indexes(connection, schema_name, before)
                     connection.exec_driver_sql(_RECORD_REVISION, {"rev": reached, "id": task["tenant_id"]})
                 finally:
                     connection.exec_driver_sql("SELECT pg_advisory_unlock(%(ns)s, hashtext(%(slug)s))", params)
-                    connection.exec_driver_sql("RESET statement_timeout; RESET lock_timeout; RESET search_path")
+                    connection.exec_driver_sql(
+                        "RESET ROLE; RESET statement_timeout; RESET lock_timeout; RESET search_path")
             finally:
                 connection.rollback()  # end SQLAlchemy's autobegun no-op transaction
                 connection.execution_options(isolation_level=connection.default_isolation_level)

@@ -38,7 +38,7 @@ import psycopg
 from psycopg import sql
 
 from .locks import LOCK_NAMESPACE
-from .naming import quote_ident, schema_name_for, validate_slug
+from .naming import quote_ident, quote_role, schema_name_for, validate_slug
 
 #: SQLSTATEs worth another attempt: lock_not_available (lock_timeout), deadlock, serialization,
 #: too many connections, server starting or shutting down.
@@ -117,6 +117,11 @@ class RenderedMigrator:
     def _migrate(self, connection: psycopg.Connection[Any], task: dict[str, Any]) -> dict[str, Any] | None:
         slug = validate_slug(task["slug"])  # the literals below rely on it
         quoted = quote_ident(schema_name_for(slug))
+        role = task.get("role")
+        # The DDL runs as the tenant's role, so what it creates belongs to it; the ledger
+        # writes go back to the worker's own user (app.tenancy.roles).
+        become = f"; SELECT set_config('role', {self.literal(quote_role(role)[1:-1])}, true)" if role else ""
+        unbecome = ";SELECT set_config('role', 'none', true)" if role else ""
         cursor = connection.cursor()
         # One round trip (psycopg opens the transaction): timeouts, the tenant lock, then,
         # after the lock and in a new snapshot, whether the tenant still exists, its
@@ -129,7 +134,8 @@ class RenderedMigrator:
                 f" SELECT EXISTS (SELECT 1 FROM public.tenants WHERE id = {int(task['tenant_id'])}),"
                 f" set_config('search_path', '{quoted}', true);"
                 f" SELECT max(version_num) FROM {quoted}.alembic_version"
-            ))
+                f"{become}"
+            ))[:3]
         except psycopg.errors.UndefinedTable:  # no version table (or no schema): Alembic's case
             connection.rollback()
             return None
@@ -146,7 +152,8 @@ class RenderedMigrator:
         # The second and last round trip: the SQL, the ledger, COMMIT. If a statement fails,
         # the server skips the rest (COMMIT included) and migrate() rolls back.
         cursor.execute(
-            rendered + record_sql(self.literal, self.run_id, task, current, self.target, status) + ";COMMIT"
+            rendered + unbecome + record_sql(self.literal, self.run_id, task, current, self.target, status)
+            + ";COMMIT"
         )
         connection.commit()  # a no-op for psycopg now, but says where the transaction ends
         return {"status": status, "from": current, "to": self.target}

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.models.public import TENANT_STATUSES, Plan, Tenant
 
-from . import audit
+from . import audit, roles
 from .errors import InvalidTenantChange, TenantBusy, TenantNotFound, UnknownPlan
 from .locks import LOCK_NAMESPACE
 from .naming import quote_ident
@@ -99,6 +99,8 @@ def delete_tenant(session: Session, slug: str) -> TenantRecord:
             raise TenantBusy(slug, "its tables are in use by other transactions; try again") from exc
         raise
     connection.exec_driver_sql("SET LOCAL lock_timeout = DEFAULT")
+    if tenant.db_role is not None:
+        roles.drop_tenant_role(connection, tenant.db_role)  # it owned only the schema just dropped
     session.delete(tenant)
     session.flush()
     return record

@@ -43,6 +43,8 @@ RESERVED_SLUGS = frozenset(
 RESERVED_PREFIXES = ("pg_",)
 
 _SCHEMA_PATTERN = re.compile(SCHEMA_PREFIX + SLUG_PATTERN.pattern)
+#: A tenant's database role: ``tr`` + 8 hex digits of the database + ``_`` + slug (app.tenancy.roles).
+_ROLE_PATTERN = re.compile(r"tr[0-9a-f]{8}_" + SLUG_PATTERN.pattern)
 
 
 def validate_slug(slug: object) -> str:
@@ -83,3 +85,10 @@ def quote_ident(name: str) -> str:
     if not is_tenant_schema_name(name):
         raise InvalidSlug(name, "Not a tenant schema name.")
     return '"' + name.replace('"', '""') + '"'
+
+
+def quote_role(name: str) -> str:
+    """Quote a tenant role name for SQL, refusing anything that is not one (like :func:`quote_ident`)."""
+    if not _ROLE_PATTERN.fullmatch(name):
+        raise InvalidSlug(name, "Not a tenant role name.")
+    return '"' + name + '"'

@@ -17,13 +17,13 @@ from sqlalchemy.orm import Session
 
 from app.models.public import Plan, Tenant
 
-from . import audit, locks
+from . import audit, locks, roles
 from .api_keys import IssuedApiKey, issue_api_key
 from .binding import set_search_path
 from .context import current_tenant
 from .errors import ProvisioningFailed, TenancyError, TenantAlreadyExists, UnknownPlan
 from .migrations import NEW_SCHEMA, head_revision, migrate_schema
-from .naming import quote_ident, schema_name_for, validate_slug
+from .naming import quote_ident, quote_role, schema_name_for, validate_slug
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class TenantRecord:
     schema_revision: str | None
     created_at: datetime
     updated_at: datetime
+    db_role: str | None = None
 
     @classmethod
     def of(cls, tenant: Tenant) -> TenantRecord:
@@ -59,12 +60,14 @@ def provision_tenant(
     plan: str = "free",
     migrations_location: str | None = None,
     revision: str | None = None,
+    tenant_role: bool = False,
 ) -> ProvisionedTenant:
     """Owns its transaction: provision a tenant, then commit; on any failure roll back and raise.
 
     The session must have no transaction open (everything this function does must
     commit or vanish together, and nothing else with it). ``revision``: migrate the new
-    schema to this revision of the tenant stream instead of head.
+    schema to this revision of the tenant stream instead of head. ``tenant_role``: give
+    the tenant a database role that owns its schema (:mod:`app.tenancy.roles`).
 
     :raise InvalidSlug: the slug breaks the naming rules (nothing was sent to the database).
     :raise UnknownPlan: no plan has that name.
@@ -77,7 +80,8 @@ def provision_tenant(
     try:
         with session.begin():
             return provision_in_transaction(
-                session, slug=slug, name=name, plan=plan, location=migrations_location, revision=revision
+                session, slug=slug, name=name, plan=plan, location=migrations_location, revision=revision,
+                tenant_role=tenant_role,
             )
     except TenancyError:
         raise
@@ -93,6 +97,7 @@ def provision_in_transaction(
     plan: str,
     location: str | None = None,
     revision: str | None = None,
+    tenant_role: bool = False,
 ) -> ProvisionedTenant:
     """The body of :func:`provision_tenant`, in a transaction the caller owns and ends.
 
@@ -116,14 +121,26 @@ def provision_in_transaction(
             slug, f"schema {schema_name!r} exists without a tenant row; inspect and drop it first"
         )
 
-    connection.exec_driver_sql(f"CREATE SCHEMA {quote_ident(schema_name)}")
+    role = None
+    if tenant_role:
+        role = roles.role_name_for(connection, slug)
+        if roles.exists(connection, role):
+            raise TenantAlreadyExists(slug, f"role {role!r} exists without a tenant row; inspect and drop it first")
+        roles.create_tenant_role(connection, role)
+        # The schema and everything the migrations create belong to the tenant's role.
+        connection.exec_driver_sql(f"CREATE SCHEMA {quote_ident(schema_name)} AUTHORIZATION {quote_role(role)}")
+        roles.become(connection, role)
+    else:
+        connection.exec_driver_sql(f"CREATE SCHEMA {quote_ident(schema_name)}")
     revision = migrate_schema(
         connection, schema_name, revision or head_revision(location), location=location, known=NEW_SCHEMA
     )
+    if role is not None:
+        roles.become(connection, None)  # public.tenants and the first key are platform data
     set_search_path(connection, current_tenant())  # back to the caller's binding
 
     tenant = Tenant(
-        slug=slug, name=name, schema_name=schema_name, plan=plan_row, schema_revision=revision
+        slug=slug, name=name, schema_name=schema_name, plan=plan_row, schema_revision=revision, db_role=role
     )
     session.add(tenant)
     session.flush()  # generate tenants.id for the key, and the timestamps for the record

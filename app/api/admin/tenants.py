@@ -9,7 +9,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from app.api.auth import require_admin
-from app.extensions import db
+from app.extensions import db, tenant_roles_active
 from app.schemas.tenants import (
     TenantCreatedSchema,
     TenantCreateSchema,
@@ -50,7 +50,9 @@ class Tenants(MethodView):
         The response carries the API key's secret; it is shown this once.
         """
         location = current_app.config["TENANT_MIGRATIONS_LOCATION"]
-        return provision_tenant(db.session(), **body, migrations_location=location)
+        return provision_tenant(
+            db.session(), **body, migrations_location=location, tenant_role=tenant_roles_active()
+        )
 
 
 @blp.route("/<slug>")

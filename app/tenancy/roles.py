@@ -1,0 +1,130 @@
+"""A database role per tenant: the second wall behind the search_path.
+
+Each tenant gets a ``NOLOGIN`` role that owns its schema and everything in it. Every
+tenant transaction takes that role (``set_config('role', …, true)``, in the same
+statement as its search_path), so from inside it another tenant's schema, named
+explicitly, is ``permission denied``, and so are ``public.tenants`` and
+``public.api_keys``. Code that must read platform tables in a tenant's transaction
+says so with :func:`app.tenancy.binding.platform_access`.
+
+This guards against bugs (a wrong search_path, raw SQL naming another schema), not
+against SQL injection: injected SQL could ``RESET ROLE``.
+
+Roles are cluster-wide while schemas live in one database, so a role's name carries a
+prefix derived from the database (``tr<8 hex>_<slug>``): several databases on one
+server (the test suite's among them) never collide.
+
+Whether the layer is on is decided once per process (:func:`decide`): ``on``,
+``off``, or ``auto``, which turns it on only where it is cheap. On PostgreSQL 15 and
+16, role membership is cached per connection and every ``GRANT`` (every provisioning)
+throws that cache away in every connection; with thousands of tenant roles, the next
+``SET ROLE`` on each connection then rebuilds it, which ``bench/roles.py`` measures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .naming import quote_role
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+log = logging.getLogger(__name__)
+
+MODES = ("auto", "on", "off")
+
+#: ``auto`` turns the layer on from this server version on (see docs/benchmarks.md, roles).
+AUTO_MIN_SERVER_VERSION = 170000
+
+
+@dataclass(frozen=True)
+class Decision:
+    active: bool
+    reason: str
+
+
+def role_prefix(database: str) -> str:
+    """``tr`` + 8 hex digits of the database name + ``_``: unique per database on a cluster."""
+    return "tr" + hashlib.sha256(database.encode()).hexdigest()[:8] + "_"
+
+
+def role_name_for(connection: Connection, slug: str) -> str:
+    database = connection.exec_driver_sql("SELECT current_database()").scalar_one()
+    return role_prefix(database) + slug
+
+
+def decide(connection: Connection, mode: str) -> Decision:
+    """Whether tenant transactions take their tenant's role, and why (logged once by the caller)."""
+    if mode not in MODES:
+        raise ValueError(f"TENANT_ROLES must be one of {MODES}, not {mode!r}")
+    if mode == "off":
+        return Decision(False, "TENANT_ROLES=off")
+    version, can_create = connection.exec_driver_sql(
+        "SELECT current_setting('server_version_num')::int,"
+        " (SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user)"
+    ).one()
+    if not can_create:
+        if mode == "on":
+            raise RuntimeError("TENANT_ROLES=on, but the database user may not create roles (no CREATEROLE)")
+        return Decision(False, "auto: the database user has no CREATEROLE")
+    if mode == "on":
+        return Decision(True, "TENANT_ROLES=on")
+    if version < AUTO_MIN_SERVER_VERSION:
+        return Decision(False, f"auto: PostgreSQL {version // 10000} re-checks role membership slowly after "
+                               "every GRANT (see docs/benchmarks.md); set TENANT_ROLES=on to force it")
+    return Decision(True, f"auto: PostgreSQL {version // 10000}")
+
+
+_decisions: weakref.WeakKeyDictionary[Engine, Decision] = weakref.WeakKeyDictionary()
+
+
+def active(engine: Engine, mode: str) -> bool:
+    """Whether new tenants get a role on this engine's database: decided once, logged once.
+
+    Only provisioning asks. A tenant provisioned with a role keeps taking it whatever
+    the setting says later (its schema belongs to that role).
+    """
+    decision = _decisions.get(engine)
+    if decision is None:
+        with engine.connect() as connection:
+            decision = decide(connection, mode)
+        _decisions[engine] = decision
+        log.info("tenant database roles %s (%s)", "on" if decision.active else "off", decision.reason)
+    return decision.active
+
+
+def create_tenant_role(connection: Connection, role: str) -> None:
+    """The tenant's role, and the right of the current (login) user to take it but not inherit it."""
+    quoted = quote_role(role)
+    connection.exec_driver_sql(f"CREATE ROLE {quoted} NOLOGIN")
+    version = connection.exec_driver_sql("SELECT current_setting('server_version_num')::int").scalar_one()
+    if version >= 160000:
+        connection.exec_driver_sql(f"GRANT {quoted} TO CURRENT_USER WITH INHERIT FALSE, SET TRUE")
+    else:  # PostgreSQL 15: inheritance is the login role's NOINHERIT attribute (docs/security.md)
+        connection.exec_driver_sql(f"GRANT {quoted} TO CURRENT_USER")
+
+
+def exists(connection: Connection, role: str) -> bool:
+    return bool(connection.exec_driver_sql("SELECT 1 FROM pg_roles WHERE rolname = %(r)s", {"r": role}).scalar())
+
+
+def drop_tenant_role(connection: Connection, role: str) -> None:
+    """Drop the role (its schema must be gone already: DROP SCHEMA … CASCADE took its objects)."""
+    connection.exec_driver_sql(f"DROP ROLE IF EXISTS {quote_role(role)}")
+
+
+def become(connection: Connection, role: str | None) -> None:
+    """Act as ``role`` until the transaction ends (``None``: as the login user again)."""
+    connection.exec_driver_sql("SELECT set_config('role', %(r)s, true)", {"r": role or "none"})
+
+
+def roles_with_prefix(connection: Connection, prefix: str) -> list[str]:
+    """The roles of one database's tenants (tests and cleanup)."""
+    return list(connection.exec_driver_sql(
+        "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %(p)s) ORDER BY 1", {"p": prefix}
+    ).scalars())
