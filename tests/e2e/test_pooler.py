@@ -380,6 +380,7 @@ def test_every_tenant_sees_and_writes_only_its_own_rows_behind_pgbouncer(
             assert raw.driver_connection.prepare_threshold is None  # DB_PREPARE_THRESHOLD=off reached psycopg
         finally:
             raw.close()
+    assert app.test_client().get("/readyz").status_code == 200
     ledger = Ledger(tenants)
     seed(client, tenants, ledger)
 
