@@ -41,6 +41,12 @@ def _non_negative_int(raw: str) -> int:
     return value
 
 
+def _prepare_threshold(raw: str) -> int | None:
+    if raw.strip().lower() in {"off", "none"}:
+        return None
+    return _non_negative_int(raw)
+
+
 def _nonempty(raw: str) -> str:
     if not raw.strip():
         raise ValueError("must not be empty")
@@ -82,6 +88,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds to wait for a free connection before answering 503."),
     Setting("DB_POOL_RECYCLE", "DB_POOL_RECYCLE", _positive_int, 1800,
             "Seconds before a pooled connection is replaced; bounds PostgreSQL's per-schema catalog cache."),
+    Setting("DB_PREPARE_THRESHOLD", "DB_PREPARE_THRESHOLD", _prepare_threshold, 5,
+            "psycopg's prepare_threshold: executions of a query before it becomes a server-side prepared "
+            "statement. off: never (needed behind PgBouncer in transaction mode before 1.21, or without "
+            "max_prepared_statements)."),
     Setting("MAX_REQUEST_BYTES", "MAX_CONTENT_LENGTH", _positive_int, 1024 * 1024,
             "Largest request body accepted; larger ones get 413."),
     Setting("TENANT_MIGRATIONS_LOCATION", "TENANT_MIGRATIONS_LOCATION", _nonempty, None,

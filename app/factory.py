@@ -74,7 +74,10 @@ def _configure_database(app: Flask) -> None:
             "max_overflow": app.config["DB_MAX_OVERFLOW"],
             "pool_timeout": app.config["DB_POOL_TIMEOUT"],
             "pool_recycle": app.config["DB_POOL_RECYCLE"],
-            "connect_args": {"application_name": "tenantry"},
+            "connect_args": {
+                "application_name": "tenantry",
+                "prepare_threshold": app.config["DB_PREPARE_THRESHOLD"],
+            },
         },
     )
     db.init_app(app)

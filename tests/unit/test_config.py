@@ -19,6 +19,16 @@ def test_a_bad_value_names_the_variable(variable, value):
         from_env({variable: value})
 
 
+@pytest.mark.parametrize(("value", "parsed"), [("off", None), ("None", None), ("0", 0), ("5", 5)])
+def test_prepared_statements_can_be_turned_off(value, parsed):
+    assert from_env({"DB_PREPARE_THRESHOLD": value}) == {"DB_PREPARE_THRESHOLD": parsed}
+
+
+def test_a_bad_prepare_threshold_names_the_variable():
+    with pytest.raises(ConfigError, match="DB_PREPARE_THRESHOLD"):
+        from_env({"DB_PREPARE_THRESHOLD": "-1"})
+
+
 def test_defaults_cover_every_setting_and_need_no_environment():
     values = defaults()
     assert values["SQLALCHEMY_DATABASE_URI"] is None
