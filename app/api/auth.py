@@ -5,6 +5,8 @@ A tenant credential is an API key (``tnt_<prefix>_<secret>``) or, when
 whose ``tenant`` and ``role`` claims stand for a key's tenant and role
 (:mod:`app.tenancy.jwt_tokens`). The two are told apart by shape, and get the same
 binding, role checks, rate limit and audit actor (``api-key:<id>`` or ``jwt:<sub>``).
+Tenant hints (Host, ``X-Tenant``) are checked against the authenticated tenant, never
+used to pick one (:mod:`app.api.hints`).
 
 The tenant binding (and the audit actor) made here are undone in ``teardown_request``,
 so no request can leave a tenant bound to the thread or task that served it.
@@ -31,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import Forbidden, Unauthorized
 
 from app.api.errors import handle_exception
+from app.api.hints import check_hints
 from app.api.ratelimit import check_tenant_rate
 from app.extensions import db
 from app.models.public import API_KEY_ROLES, ApiKey
@@ -68,9 +71,10 @@ def require_admin() -> None:
 def require_tenant_key() -> None:
     """``before_request`` of the tenant API: authenticate the key or JWT, bind its tenant.
 
-    The credential's tenant lookup opens the request's transaction; binding applies the
-    tenant's search_path to that same transaction at once. Then the request is counted
-    against the tenant's rate limit (429 when its plan's budget is spent).
+    The credential's tenant lookup opens the request's transaction; the tenant hints are
+    checked next (404 on a mismatch, before anything is bound or counted); binding then
+    applies the tenant's search_path to that same transaction at once. Then the request
+    is counted against the tenant's rate limit (429 when its plan's budget is spent).
     """
     token = bearer_token()
     key: ApiKey | None = None
@@ -83,6 +87,8 @@ def require_tenant_key() -> None:
         role = key.role
         actor = audit.Actor(label=f"api-key:{key.id}", api_key_id=key.id, role=role, request_id=request_id())
         _touch_at_the_end(key)
+    check_hints(tenant.slug)
+
     g.api_key = key  # None for a JWT
     g.role = role
     g.tenant = tenant

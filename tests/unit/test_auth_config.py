@@ -1,4 +1,4 @@
-"""Authentication settings fail fast with a clear message."""
+"""Authentication settings fail fast with a clear message; tenant hints parse the Host strictly."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from app import create_app
+from app.api.hints import host_hint, host_name, names
 from app.config import ConfigError, defaults, from_env, validate
 from app.tenancy.jwt_tokens import JwtVerifier, looks_like_jwt
 
@@ -156,7 +157,7 @@ def test_the_app_refuses_to_start_with_a_bad_combination():
                     "JWT_AUDIENCE": "a"})
 
 
-# --- shapes -------------------------------------------------------------------
+# --- shapes and hints -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -166,3 +167,33 @@ def test_the_app_refuses_to_start_with_a_bad_combination():
 )
 def test_jwts_are_told_apart_by_shape(token, jwt_shaped):
     assert looks_like_jwt(token) is jwt_shaped
+
+
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [(None, None), ("", None), ("Acme.Example.COM", "acme.example.com"), ("acme.example.com:8443", "acme.example.com"),
+     ("acme.example.com.", "acme.example.com"), ("acme.example.com.:80", "acme.example.com"),
+     ("acme.example.com:", "acme.example.com"), ("[::1]:5000", None), ("10.0.0.1:80", "10.0.0.1")],
+)
+def test_host_names_drop_port_case_and_trailing_dot(header, name):
+    assert host_name(header) == name
+
+
+@pytest.mark.parametrize(
+    ("header", "hint"),
+    [("acme.example.com", "acme"), ("ACME.example.com:443", "acme"), ("x.acme.example.com", "x.acme"),
+     ("example.com", None), ("example.com:443", None), ("evilexample.com", None), ("acme.example.com.evil.org", None),
+     ("localhost", None), (None, None), ("acme_eu.example.com", "acme_eu"), (".example.com", "")],
+)
+def test_the_host_hint_is_the_part_before_the_base_domain(header, hint):
+    assert host_hint(header, "example.com") == hint
+
+
+@pytest.mark.parametrize(
+    ("hint", "slug", "match"),
+    [("acme", "acme", True), ("ACME", "acme", True), ("acme-eu", "acme_eu", True), ("acme_eu", "acme_eu", True),
+     (" acme ", "acme", True), ("acme", "acme_eu", False), ("", "acme", False), ("x.acme", "acme", False),
+     ("acme, acme", "acme", False)],
+)
+def test_a_hint_names_a_slug_ignoring_case_with_hyphens_for_underscores(hint, slug, match):
+    assert names(hint, slug) is match
