@@ -89,6 +89,8 @@ JWT_LEEWAY_MAX = 300
 
 
 def _jwt_secret(raw: str) -> str:
+    if raw.lstrip().startswith(("-----BEGIN", "ssh-")):
+        raise ValueError("looks like a key, not a shared secret; an RSA public key goes in JWT_PUBLIC_KEY")
     if len(raw.encode()) < JWT_SECRET_MIN_BYTES:
         raise ValueError(f"must be at least {JWT_SECRET_MIN_BYTES} bytes (HS256 needs a 256-bit secret)")
     return raw

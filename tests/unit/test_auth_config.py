@@ -68,6 +68,7 @@ def test_jwt_is_off_and_hosts_unchecked_by_default():
         ("TENANT_BASE_DOMAIN", "exa_mple.com", "DNS name"),
         ("TENANT_BASE_DOMAIN", "-bad.example.com", "DNS name"),
         ("JWT_SECRET", "short", "at least 32 bytes"),
+        ("JWT_SECRET", "-----BEGIN PUBLIC KEY-----\n" + "A" * 64 + "\n-----END PUBLIC KEY-----", "JWT_PUBLIC_KEY"),
         ("JWT_PUBLIC_KEY", "-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----", "readable PEM"),
         ("JWT_PUBLIC_KEY", "/nonexistent/jwt.pem", "neither PEM text nor a readable PEM file"),
         ("JWT_LEEWAY", "301", "at most 300"),
