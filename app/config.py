@@ -8,7 +8,8 @@ names the variable.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,15 @@ class Setting:
     parse: Callable[[str], Any]
     default: Any
     doc: str
+    #: Never echo the value in an error message.
+    secret: bool = False
+
+    def shown(self, raw: object) -> str:
+        """The value as an error message may show it: hidden when secret, shortened when long."""
+        if self.secret:
+            return "<hidden>"
+        text = repr(raw)
+        return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _positive_int(raw: str) -> int:
@@ -65,6 +75,68 @@ def _ratelimit_storage(raw: str) -> str:
     return value
 
 
+_HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def _base_domain(raw: str) -> str:
+    """A DNS name such as ``tenants.example.com``: lowercased, no port, scheme or trailing dot."""
+    value = _nonempty(raw).lower().strip(".")
+    labels = value.split(".")
+    if len(value) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        raise ValueError("must be a DNS name such as tenants.example.com (no scheme, port or path)")
+    return value
+
+
+#: HS256 signs with SHA-256: a shorter secret weakens it (RFC 7518, section 3.2).
+JWT_SECRET_MIN_BYTES = 32
+#: RSA moduli below this are refused for RS256.
+JWT_RSA_MIN_BITS = 2048
+JWT_LEEWAY_MAX = 300
+
+
+def _jwt_secret(raw: str) -> str:
+    if raw.lstrip().startswith(("-----BEGIN", "ssh-")):
+        raise ValueError("looks like a key, not a shared secret; an RSA public key goes in JWT_PUBLIC_KEY")
+    if len(raw.encode()) < JWT_SECRET_MIN_BYTES:
+        raise ValueError(f"must be at least {JWT_SECRET_MIN_BYTES} bytes (HS256 needs a 256-bit secret)")
+    return raw
+
+
+def load_rsa_public_key(pem: str) -> Any:
+    """The RSA public key of a PEM text; ValueError when it is none (or too short for RS256)."""
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        key = load_pem_public_key(pem.encode())
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not a readable PEM public key ({exc})") from None
+    if not isinstance(key, RSAPublicKey):
+        raise ValueError("must be an RSA public key (RS256)")
+    if key.key_size < JWT_RSA_MIN_BITS:
+        raise ValueError(f"the RSA key has {key.key_size} bits; RS256 needs at least {JWT_RSA_MIN_BITS}")
+    return key
+
+
+def _jwt_public_key(raw: str) -> str:
+    """The PEM text itself, or the path of a file holding it; returns the PEM text, checked."""
+    value = raw.strip()
+    if not value.startswith("-----BEGIN"):
+        try:
+            value = Path(value).expanduser().read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"is neither PEM text nor a readable PEM file ({exc})") from None
+    load_rsa_public_key(value)
+    return value
+
+
+def _jwt_leeway(raw: str) -> int:
+    value = _non_negative_int(raw)
+    if value > JWT_LEEWAY_MAX:
+        raise ValueError(f"must be at most {JWT_LEEWAY_MAX} seconds")
+    return value
+
+
 def _tenant_roles(raw: str) -> str:
     value = raw.strip().lower()
     if value not in ("auto", "on", "off"):
@@ -77,7 +149,7 @@ SETTINGS: tuple[Setting, ...] = (
             "PostgreSQL URL. Unset: an embedded PostgreSQL under INSTANCE_PATH, migrated automatically."),
     Setting("ADMIN_TOKEN", "ADMIN_TOKEN", _nonempty, None,
             "Bearer token for /v1/admin/*. Unset with DATABASE_URL set: the admin API refuses every call. "
-            "Unset in embedded mode: generated once into INSTANCE_PATH/admin_token."),
+            "Unset in embedded mode: generated once into INSTANCE_PATH/admin_token.", secret=True),
     Setting("INSTANCE_PATH", "INSTANCE_PATH", _nonempty, "instance",
             "Local state of the development server (embedded PostgreSQL data, dev admin token)."),
     Setting("DB_POOL_SIZE", "DB_POOL_SIZE", _positive_int, 10,
@@ -103,7 +175,23 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RATELIMIT_STORAGE_URI", "RATELIMIT_STORAGE_URI", _ratelimit_storage, "memory://",
             "Where per-tenant rate-limit counters live: memory:// (each process counts on its own) "
             "or redis://host:port/db (shared by every process)."),
+    Setting("TENANT_BASE_DOMAIN", "TENANT_BASE_DOMAIN", _base_domain, None,
+            "Tenant hosts are <slug>.<this domain>: such a Host must name the credential's tenant, "
+            "else 404. Unset: the Host is not checked."),
+    Setting("JWT_SECRET", "JWT_SECRET", _jwt_secret, None,
+            "HS256 secret (at least 32 bytes) for JWT bearer tokens. Needs JWT_AUDIENCE.", secret=True),
+    Setting("JWT_PUBLIC_KEY", "JWT_PUBLIC_KEY", _jwt_public_key, None,
+            "RSA public key (PEM text or a PEM file path, 2048 bits or more) for RS256 JWTs. Needs JWT_AUDIENCE."),
+    Setting("JWT_AUDIENCE", "JWT_AUDIENCE", _nonempty, None,
+            "The aud every JWT must carry; required when JWT_SECRET or JWT_PUBLIC_KEY is set."),
+    Setting("JWT_ISSUER", "JWT_ISSUER", _nonempty, None,
+            "When set, the iss every JWT must carry."),
+    Setting("JWT_LEEWAY", "JWT_LEEWAY", _jwt_leeway, 30,
+            "Seconds of clock skew allowed on a JWT's exp, nbf and iat (0 to 300)."),
 )
+
+#: Settings checked again by :func:`validate`: they may arrive as a mapping, not the environment.
+_REVALIDATED = ("TENANT_BASE_DOMAIN", "JWT_SECRET", "JWT_PUBLIC_KEY", "JWT_AUDIENCE", "JWT_ISSUER", "JWT_LEEWAY")
 
 
 def defaults() -> dict[str, Any]:
@@ -122,8 +210,40 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         try:
             found[setting.key] = setting.parse(raw)
         except ValueError as exc:
-            raise ConfigError(f"{setting.env}={raw!r} is invalid: {exc}") from None
+            raise ConfigError(f"{setting.env}={setting.shown(raw)} is invalid: {exc}") from None
     return found
+
+
+def validate(values: MutableMapping[str, Any]) -> None:
+    """Check the settings together, whether they came from the environment or a mapping.
+
+    Normalises the authentication settings in place (a PEM path becomes its text, the
+    base domain is lowercased); raises :class:`ConfigError` naming the variable.
+    """
+    by_key = {s.key: s for s in SETTINGS}
+    for key in _REVALIDATED:
+        value = values.get(key)
+        if value is None:
+            continue
+        setting = by_key[key]
+        raw = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        try:
+            if not isinstance(raw, str):
+                raise ValueError("must be a string")
+            values[key] = setting.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{setting.env}={setting.shown(value)} is invalid: {exc}") from None
+    has_key = values.get("JWT_SECRET") is not None or values.get("JWT_PUBLIC_KEY") is not None
+    if has_key and values.get("JWT_AUDIENCE") is None:
+        raise ConfigError(
+            "JWT_AUDIENCE must be set when JWT_SECRET or JWT_PUBLIC_KEY is: "
+            "every JWT is checked against the audience it was issued for."
+        )
+    for key in ("JWT_AUDIENCE", "JWT_ISSUER"):
+        if values.get(key) is not None and not has_key:
+            raise ConfigError(
+                f"{key} is set but neither JWT_SECRET nor JWT_PUBLIC_KEY is: JWT authentication would stay off."
+            )
 
 
 def sqlalchemy_url(url: str) -> str:

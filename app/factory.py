@@ -34,6 +34,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """
     values = settings.defaults()
     values.update(settings.from_env() if config is None else config)
+    settings.validate(values)  # combinations, and values given as a mapping: fail before anything starts
     instance = settings.instance_path(values["INSTANCE_PATH"])
     app = Flask("app", instance_path=str(instance))
     app.config.from_mapping(values)

@@ -1,4 +1,12 @@
-"""Who is calling: the admin bearer token, or a tenant API key that binds its tenant.
+"""Who is calling: the admin bearer token, or a tenant credential that binds its tenant.
+
+A tenant credential is an API key (``tnt_<prefix>_<secret>``) or, when
+``JWT_SECRET``/``JWT_PUBLIC_KEY`` is configured, a JWT (three dot-separated segments)
+whose ``tenant`` and ``role`` claims stand for a key's tenant and role
+(:mod:`app.tenancy.jwt_tokens`). The two are told apart by shape, and get the same
+binding, role checks, rate limit and audit actor (``api-key:<id>`` or ``jwt:<sub>``).
+Tenant hints (Host, ``X-Tenant``) are checked against the authenticated tenant, never
+used to pick one (:mod:`app.api.hints`).
 
 The tenant binding (and the audit actor) made here are undone in ``teardown_request``,
 so no request can leave a tenant bound to the thread or task that served it.
@@ -8,7 +16,7 @@ its COMMIT, not when the key is checked: that UPDATE row-locks the key, and held
 the start it could deadlock two admins revoking each other's keys
 (:func:`app.tenancy.api_keys.revoke_api_key` locks the tenant's admin keys).
 
-Roles of tenant keys are ordered: ``viewer`` reads, ``member`` also writes tenant
+Roles of tenant credentials are ordered: ``viewer`` reads, ``member`` also writes tenant
 data, ``admin`` also manages keys and reads the audit trail. Each tenant blueprint
 says which role its reads and its writes need (:func:`tenant_key_required`).
 """
@@ -25,10 +33,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import Forbidden, Unauthorized
 
 from app.api.errors import handle_exception
+from app.api.hints import check_hints
 from app.api.ratelimit import check_tenant_rate
 from app.extensions import db
-from app.models.public import API_KEY_ROLES
-from app.tenancy import api_keys, audit
+from app.models.public import API_KEY_ROLES, ApiKey
+from app.tenancy import api_keys, audit, jwt_tokens
 from app.tenancy.binding import apply_binding, platform_access
 from app.tenancy.context import TenantBinding, bind, unbind
 
@@ -54,17 +63,43 @@ def require_admin() -> None:
         return
     if api_keys.looks_like_api_key(token):
         raise Forbidden("Tenant API keys cannot use the admin API.")
+    if jwt_tokens.looks_like_jwt(token):
+        raise Forbidden("Tenant JWTs cannot use the admin API.")
     raise Unauthorized("Invalid admin token.")
 
 
 def require_tenant_key() -> None:
-    """``before_request`` of the tenant API: resolve the key, bind its tenant to this request.
+    """``before_request`` of the tenant API: authenticate the key or JWT, bind its tenant.
 
-    The key lookup opens the request's transaction; binding applies the tenant's
-    search_path to that same transaction at once. Then the request is counted against
-    the tenant's rate limit (429 when its plan's budget is spent).
+    The credential's tenant lookup opens the request's transaction; the tenant hints are
+    checked next (404 on a mismatch, before anything is bound or counted); binding then
+    applies the tenant's search_path to that same transaction at once. Then the request
+    is counted against the tenant's rate limit (429 when its plan's budget is spent).
     """
-    key, tenant = api_keys.authenticate(db.session(), bearer_token(), touch=False)
+    token = bearer_token()
+    key: ApiKey | None = None
+    if not api_keys.looks_like_api_key(token) and jwt_tokens.looks_like_jwt(token):
+        claims, tenant = jwt_tokens.authenticate(db.session(), token, _jwt_verifier())
+        role = claims.role
+        actor = audit.Actor(label=f"jwt:{claims.subject}", role=role, request_id=request_id())
+    else:
+        key, tenant = api_keys.authenticate(db.session(), token, touch=False)
+        role = key.role
+        actor = audit.Actor(label=f"api-key:{key.id}", api_key_id=key.id, role=role, request_id=request_id())
+        _touch_at_the_end(key)
+    check_hints(tenant.slug)
+
+    g.api_key = key  # None for a JWT
+    g.role = role
+    g.tenant = tenant
+    g.tenant_token = bind(TenantBinding.for_slug(tenant.id, tenant.slug, tenant.db_role))
+    g.audit_token = audit.bind_actor(actor)
+    apply_binding(db.session())
+    check_tenant_rate()
+
+
+def _touch_at_the_end(key: ApiKey) -> None:
+    """Refresh ``last_used_at`` of a successful request's key just before its COMMIT (see above)."""
 
     @after_this_request
     def touch_key(response: Response) -> Response:  # runs before the unit of work commits
@@ -78,21 +113,23 @@ def require_tenant_key() -> None:
             return handle_exception(exc)
         return response
 
-    g.api_key = key
-    g.tenant = tenant
-    g.tenant_token = bind(TenantBinding.for_slug(tenant.id, tenant.slug, tenant.db_role))
-    g.audit_token = audit.bind_actor(audit.Actor(
-        label=f"api-key:{key.id}", api_key_id=key.id, role=key.role, request_id=request_id()
-    ))
-    apply_binding(db.session())
-    check_tenant_rate()
+
+#: Where each app keeps its JWT verifier (built from its settings on first use).
+_JWT_EXTENSION = "tenantry_jwt_verifier"
+
+
+def _jwt_verifier() -> jwt_tokens.JwtVerifier:
+    verifier = current_app.extensions.get(_JWT_EXTENSION)
+    if verifier is None:
+        verifier = current_app.extensions[_JWT_EXTENSION] = jwt_tokens.JwtVerifier.from_config(current_app.config)
+    return verifier
 
 
 def tenant_key_required(read: str = "viewer", write: str = "member") -> Callable[[], None]:
-    """A ``before_request`` that authenticates a tenant key and checks its role.
+    """A ``before_request`` that authenticates a tenant key or JWT and checks its role.
 
-    Safe methods (GET, HEAD, OPTIONS) need ``read``, the others ``write``. A key whose
-    role is too low gets 403 before any tenant data is touched.
+    Safe methods (GET, HEAD, OPTIONS) need ``read``, the others ``write``. A key (or a
+    JWT's ``role`` claim) below that gets 403 before any tenant data is touched.
     """
     for role in (read, write):
         if role not in API_KEY_ROLES:
@@ -101,8 +138,9 @@ def tenant_key_required(read: str = "viewer", write: str = "member") -> Callable
     def check() -> None:
         require_tenant_key()
         needed = read if request.method in {"GET", "HEAD", "OPTIONS"} else write
-        if _RANK[g.api_key.role] < _RANK[needed]:
-            raise Forbidden(f"This API key has role {g.api_key.role!r}; this needs {needed!r} or above.")
+        if _RANK[g.role] < _RANK[needed]:
+            what = "API key" if g.api_key is not None else "token"
+            raise Forbidden(f"This {what} has role {g.role!r}; this needs {needed!r} or above.")
 
     return check
 

@@ -400,14 +400,14 @@ def test_every_tenant_sees_and_writes_only_its_own_rows_behind_pgbouncer(
     assert 1 <= len(seen.probe_backends) <= int(database[-1])
 
 
-def set_without_local(connection: Connection, binding: TenantBinding | None) -> None:
+def set_without_local(connection: Connection, binding: TenantBinding | None, **_: object) -> None:
     """The binding with LOCAL dropped: ``set_config(..., false)``, the deny path included."""
     connection.exec_driver_sql(
         "SELECT set_config('search_path', %(path)s, false)", {"path": tenant_binding.search_path_for(binding)}
     )
 
 
-def set_once_per_connection(connection: Connection, binding: TenantBinding | None) -> None:
+def set_once_per_connection(connection: Connection, binding: TenantBinding | None, **_: object) -> None:
     """``SET search_path`` when the client connection's last tenant differs; nothing with no tenant."""
     if binding is None:
         return
