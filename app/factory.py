@@ -122,6 +122,11 @@ def _configure_requests(app: Flask) -> None:
             if not request.is_json:
                 raise UnsupportedMediaType("Send the body as application/json.")
 
+    @app.before_request
+    def name_the_request() -> None:
+        """Before anything can fail or log: every log line and audit event can name the request."""
+        request_id()
+
     @app.after_request
     def echo_request_id(response):  # type: ignore[no-untyped-def]
         """Every response names its request, so a client's report can be found in the audit trail."""

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, Response, json
+from flask import Flask, Response, g, json
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
@@ -169,8 +169,10 @@ def handle_http_exception(exc: HTTPException) -> Response:
 
 def handle_exception(exc: Exception) -> Response:
     kind = lookup(exc) or INTERNAL
-    if kind.status >= 500:
-        log.error("%s: %s", kind.slug, exc, exc_info=exc)
+    if isinstance(exc, TenantContextError):  # the runtime guard refused: fail closed, and say where
+        log.error("tenant guard refused request %s: %s", g.get("request_id", "-"), exc, exc_info=exc)
+    elif kind.status >= 500:
+        log.error("%s (request %s): %s", kind.slug, g.get("request_id", "-"), exc, exc_info=exc)
     if not kind.public_detail:
         return problem(kind.status, kind.slug, kind.title)
     return problem(

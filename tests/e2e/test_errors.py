@@ -185,6 +185,26 @@ def test_unexpected_exceptions_are_500_problems_without_internals(make_app):
     assert body["detail"] == body["title"]
 
 
+def test_the_guard_fails_closed_and_logs_the_refusal_with_the_request_id(make_app, caplog):
+    """A tenant model touched with no tenant bound: refused before any SQL, 500, logged."""
+    from sqlalchemy import select
+
+    from app.extensions import db
+    from app.models.tenant import Repository
+
+    app = make_app(TESTING=False)
+
+    @app.get("/unbound")
+    def unbound():
+        return {"names": db.session.scalars(select(Repository.name)).all()}
+
+    with caplog.at_level("ERROR", logger="app.api.errors"):
+        response = app.test_client().get("/unbound", headers={"X-Request-ID": "req-guard-7"})
+    assert_problem(response, 500, "internal-error")
+    assert response.headers["X-Request-ID"] == "req-guard-7"
+    assert any("tenant guard refused request req-guard-7" in r.getMessage() for r in caplog.records)
+
+
 def test_database_down_is_503(make_app):
     app = make_app("postgresql://nobody@127.0.0.1:1/none", DB_POOL_TIMEOUT=1)
     response = app.test_client().get("/v1/admin/tenants", headers={"Authorization": "Bearer test-admin-token"})
