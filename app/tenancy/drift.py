@@ -7,6 +7,10 @@ each revision in use, a reference catalog is built by migrating a scratch schema
 that revision inside a transaction that is rolled back; every tenant's catalog is
 compared with the reference of the revision its ``alembic_version`` names.
 
+With the role layer on (:mod:`app.tenancy.roles`), every object in the schema must
+belong to the tenant's role: anything else is ownership drift (created by hand as
+another user, say), reported like the rest.
+
 The catalog is read with the tenant schema alone on the search_path, so index and
 constraint definitions come back unqualified and compare across schemas.
 """
@@ -125,7 +129,7 @@ def check(
 
 def _check(engine: Engine, wanted: list[str], location: str | None, recycle_after: int) -> DriftReport:
     with engine.connect() as connection:
-        sql = "SELECT slug, schema_name, schema_revision FROM public.tenants"
+        sql = "SELECT slug, schema_name, schema_revision, db_role FROM public.tenants"
         if wanted:
             sql += " WHERE slug = ANY(%(slugs)s)"
         tenants = connection.exec_driver_sql(sql + " ORDER BY slug", {"slugs": wanted}).all()
@@ -134,7 +138,7 @@ def _check(engine: Engine, wanted: list[str], location: str | None, recycle_afte
     for start in range(0, len(tenants), recycle_after):
         # A fresh backend every ``recycle_after`` schemas: each one caches every catalog it reads.
         with engine.connect() as connection:
-            for slug, schema_name, recorded in tenants[start : start + recycle_after]:
+            for slug, schema_name, recorded, role in tenants[start : start + recycle_after]:
                 with connection.begin():
                     connection.exec_driver_sql("SET TRANSACTION READ ONLY")
                     drift = _check_one(connection, slug, schema_name, recorded)
@@ -142,10 +146,13 @@ def _check(engine: Engine, wanted: list[str], location: str | None, recycle_afte
                         drifted.append(drift)
                         continue
                     catalog = read_catalog(connection, schema_name)
+                    foreign = _not_owned_by(connection, schema_name, role) if role else []
                 revision = drift.actual_revision
                 if revision not in references:
                     references[revision] = reference_catalog(engine, revision, location)
                 drift.problems = compare(references[revision], catalog)
+                drift.problems += [f"{name} is owned by {owner}, not by the tenant role {role}"
+                                   for name, owner in foreign]
                 if drift.problems:
                     drifted.append(drift)
     return DriftReport(checked=len(tenants), drifted=drifted)
@@ -175,3 +182,16 @@ def _check_one(connection: Connection, slug: str, schema_name: str, recorded: st
             f"public.tenants records revision {recorded}, alembic_version says {drift.actual_revision}"
         )
     return drift
+
+
+def _not_owned_by(connection: Connection, schema_name: str, role: str) -> list[tuple[str, str]]:
+    """Ownership drift: the schema and the objects in it that the tenant's role does not own."""
+    return [tuple(row) for row in connection.exec_driver_sql(
+        "SELECT 'schema ' || n.nspname, pg_get_userbyid(n.nspowner) FROM pg_namespace n"
+        " WHERE n.nspname = %(s)s AND pg_get_userbyid(n.nspowner) <> %(r)s"
+        " UNION ALL"
+        " SELECT c.relname, pg_get_userbyid(c.relowner) FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %(s)s AND pg_get_userbyid(c.relowner) <> %(r)s ORDER BY 1",
+        {"s": schema_name, "r": role},
+    ).all()]

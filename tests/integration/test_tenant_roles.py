@@ -6,6 +6,7 @@ own mode is, and read PostgreSQL's catalog (owners, pg_roles) as well as the err
 
 from __future__ import annotations
 
+import json
 import shutil
 import textwrap
 from pathlib import Path
@@ -183,3 +184,15 @@ def test_the_suite_leaves_no_role_of_a_dropped_tenant(make_role_tenant, engine):
     with engine.connect() as conn:
         prefix = roles.role_prefix(conn.exec_driver_sql("SELECT current_database()").scalar_one())
         assert tenant.role not in roles.roles_with_prefix(conn, prefix)
+
+
+def test_check_reports_ownership_drift(make_role_tenant, roles_app, engine):
+    healthy, drifted = make_role_tenant(), make_role_tenant()
+    with engine.begin() as conn:  # created by hand, as the login user: not the tenant's
+        conn.exec_driver_sql(f'CREATE TABLE "{drifted.schema_name}".by_hand (id int)')
+    result = roles_app.test_cli_runner().invoke(
+        args=["tenants", "check", "--json", "--tenant", healthy.slug, "--tenant", drifted.slug])
+    report = json.loads(result.stdout)
+    problems = {d["slug"]: d["problems"] for d in report["drifted"]}
+    assert result.exit_code == 1 and set(problems) == {drifted.slug}
+    assert any(p.startswith("by_hand is owned by") and p.endswith(drifted.role) for p in problems[drifted.slug])
