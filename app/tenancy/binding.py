@@ -70,7 +70,9 @@ def set_search_path(connection: Connection, binding: TenantBinding | None, *, re
     if role is None and not reset_role:
         set_local_search_path(connection, search_path_for(binding))
         return
-    connection.exec_driver_sql(_SET_SEARCH_PATH_AND_ROLE, {"path": search_path_for(binding), "role": role or "none"})
+    path = search_path_for(binding)
+    got = connection.exec_driver_sql(_SET_SEARCH_PATH_AND_ROLE, {"path": path, "role": role or "none"}).one()
+    _verify(path, got[0])
 
 
 @contextmanager
@@ -99,7 +101,14 @@ def platform_access(session: Session) -> Iterator[None]:
 
 def set_local_search_path(connection: Connection, path: str) -> None:
     """``set_config('search_path', path, true)``: for the open transaction only."""
-    connection.exec_driver_sql(_SET_SEARCH_PATH, {"path": path})
+    _verify(path, connection.exec_driver_sql(_SET_SEARCH_PATH, {"path": path}).scalar())
+
+
+def _verify(wanted: str, got: object) -> None:
+    """Fail closed if the server reports another path than the one just set (a proxy or a
+    hook rewrote it): the statement's own result, so the check costs no round trip."""
+    if got != wanted:
+        raise TenantContextError(f"search_path is {got!r} after setting {wanted!r}; refusing to go on")
 
 
 def is_tenant_table(table: Any) -> bool:

@@ -12,7 +12,7 @@ import gc
 import threading
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import sessionmaker
 
@@ -231,3 +231,17 @@ def test_a_sessionmaker_born_where_a_dead_one_lived_still_gets_bound(engine, ten
         gc.enable()
     if not checked:
         pytest.skip("this interpreter never reused a freed sessionmaker's address")
+
+
+def test_the_binding_fails_closed_when_the_server_reports_another_path(one_connection, tenant):
+    """Something between us and the server (a proxy, a hook) rewrote the path: refuse, never guess."""
+    factory = one_connection()
+    engine = factory.kw["bind"]
+
+    @event.listens_for(engine, "before_cursor_execute", retval=True)
+    def rewrite(conn, cursor, statement, parameters, context, executemany):
+        return statement.replace("set_config('search_path', %(path)s", "set_config('search_path', 'public'"), parameters
+
+    with tenant_scope(tenant.binding), factory() as session:
+        with pytest.raises(TenantContextError, match="refusing"):
+            session.execute(select(Repository.name)).all()
