@@ -171,7 +171,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_LEVEL", "LOG_LEVEL", _nonempty, "INFO", "Python logging level."),
     Setting("TENANT_ROLES", "TENANT_ROLES", _tenant_roles, "auto",
             "A database role per tenant (owner of its schema, taken by every tenant transaction): on, off, "
-            "or auto (on where it is cheap: PostgreSQL 17+ and a user with CREATEROLE; see docs/security.md)."),
+            "or auto (on only where bench/roles.py found it cheap: no server so far; see docs/security.md)."),
     Setting("RATELIMIT_STORAGE_URI", "RATELIMIT_STORAGE_URI", _ratelimit_storage, "memory://",
             "Where per-tenant rate-limit counters live: memory:// (each process counts on its own) "
             "or redis://host:port/db (shared by every process)."),

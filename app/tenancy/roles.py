@@ -15,10 +15,12 @@ prefix derived from the database (``tr<8 hex>_<slug>``): several databases on on
 server (the test suite's among them) never collide.
 
 Whether the layer is on is decided once per process (:func:`decide`): ``on``,
-``off``, or ``auto``, which turns it on only where it is cheap. On PostgreSQL 15 and
-16, role membership is cached per connection and every ``GRANT`` (every provisioning)
-throws that cache away in every connection; with thousands of tenant roles, the next
-``SET ROLE`` on each connection then rebuilds it, which ``bench/roles.py`` measures.
+``off``, or ``auto``, which would turn it on only where it is cheap. Role membership is
+cached per connection and every ``GRANT`` (every provisioning) throws that cache away
+in every connection; the next ``SET ROLE`` on each connection rebuilds it over all
+tenant roles. ``bench/roles.py`` measured that stall at 8 / 25 ms (PostgreSQL 15) and
+3 / 20 ms (18) at 1,000 / 3,000 tenants, over the 10 ms budget beyond about 1,000
+tenants on both, so ``auto`` is off for now; ``on`` takes the cost knowingly.
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ log = logging.getLogger(__name__)
 
 MODES = ("auto", "on", "off")
 
-#: ``auto`` turns the layer on from this server version on (see docs/benchmarks.md, roles).
-AUTO_MIN_SERVER_VERSION = 170000
+#: ``auto`` turns the layer on from this server version on; None: no server measured so far
+#: stays within the budget (per-transaction overhead under 5%, the stall after a GRANT under
+#: 10 ms) beyond about 1,000 tenants. bench/roles.py, docs/benchmarks.md#tenant-roles.
+AUTO_MIN_SERVER_VERSION: int | None = None
 
 
 @dataclass(frozen=True)
@@ -74,9 +78,10 @@ def decide(connection: Connection, mode: str) -> Decision:
         return Decision(False, "auto: the database user has no CREATEROLE")
     if mode == "on":
         return Decision(True, "TENANT_ROLES=on")
-    if version < AUTO_MIN_SERVER_VERSION:
-        return Decision(False, f"auto: PostgreSQL {version // 10000} re-checks role membership slowly after "
-                               "every GRANT (see docs/benchmarks.md); set TENANT_ROLES=on to force it")
+    if AUTO_MIN_SERVER_VERSION is None or version < AUTO_MIN_SERVER_VERSION:
+        return Decision(False, f"auto: on PostgreSQL {version // 10000} every GRANT makes each pooled connection "
+                               "re-check role membership over all tenant roles (20-25 ms at 3,000 tenants, "
+                               "docs/benchmarks.md); set TENANT_ROLES=on to take that cost")
     return Decision(True, f"auto: PostgreSQL {version // 10000}")
 
 
