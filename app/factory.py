@@ -13,9 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.exceptions import UnsupportedMediaType
 
 from . import config as settings
 from .extensions import db, rest_api
@@ -111,12 +110,11 @@ def _configure_api(app: Flask) -> None:
 def _configure_requests(app: Flask) -> None:
     from .api.auth import release_tenant, request_id
     from .api.errors import handle_exception
+    from .api.inputs import check_request
 
-    @app.before_request
-    def require_json_body() -> None:
-        if request.method in {"POST", "PUT", "PATCH"} and request.content_length:
-            if not request.is_json:
-                raise UnsupportedMediaType("Send the body as application/json.")
+    # A body that is not JSON (415) or does not parse (400); NUL characters and unpaired
+    # surrogates, which PostgreSQL text cannot hold, anywhere in the input (422).
+    app.before_request(check_request)
 
     @app.after_request
     def echo_request_id(response):  # type: ignore[no-untyped-def]
