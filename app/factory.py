@@ -84,6 +84,7 @@ def _configure_api(app: Flask) -> None:
     from .api import errors, health, ratelimit
     from .api.admin import audit as admin_audit
     from .api.admin import migrations, plans, tenants
+    from .api.openapi import ProblemJsonPlugin
     from .api.tenant import account, api_keys, audit, repositories
     from .schemas.common import ProblemSchema
 
@@ -95,8 +96,10 @@ def _configure_api(app: Flask) -> None:
         OPENAPI_JSON_PATH="openapi.json",
     )
     rest_api.ERROR_SCHEMA = ProblemSchema
-    rest_api.init_app(app, spec_kwargs={"components": {"securitySchemes": {
-        "bearer": {"type": "http", "scheme": "bearer"}}}})
+    rest_api.init_app(app, spec_kwargs={
+        "extra_plugins": [ProblemJsonPlugin()],
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    })
     rest_api.spec.options["security"] = [{"bearer": []}]
     for blueprint in (
         health.blp, tenants.blp, plans.blp, migrations.blp, admin_audit.blp,
