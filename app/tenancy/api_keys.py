@@ -157,7 +157,10 @@ def authenticate(session: Session, token: str, *, touch: bool = True) -> tuple[A
     """
     parts = token.split("_", 2)
     if len(parts) != 3 or parts[0] != TOKEN_PREFIX or not _PREFIX.fullmatch(parts[1]) or not parts[2]:
-        raise InvalidApiKey("Malformed API key.")
+        raise InvalidApiKey(
+            "Malformed API key: the tenant API takes a tenant API key, tnt_<prefix>_<secret>"
+            " (the admin token is for /v1/admin only)."
+        )
     _, prefix, secret = parts
     row = session.execute(
         select(ApiKey, Tenant).join(Tenant, Tenant.id == ApiKey.tenant_id).where(
