@@ -132,6 +132,25 @@ def test_the_operations_tested_are_every_documented_one(api_schema):
     assert sorted(documented) == sorted(OPERATIONS)
 
 
+def test_every_error_response_is_documented_as_a_problem_document(client):
+    spec = client.get("/v1/openapi.json").json
+    components = spec["components"]["responses"]
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if method == "parameters":
+                continue
+            for status, response in operation["responses"].items():
+                if status != "default" and int(status) < 400:
+                    continue
+                if "$ref" in response:
+                    response = components[response["$ref"].rsplit("/", 1)[1]]
+                assert list(response["content"]) == ["application/problem+json"], (method, path, status)
+                schema = response["content"]["application/problem+json"]["schema"]["$ref"]
+                assert schema.endswith(("/Problem", "/QuotaProblem")), (method, path, status, schema)
+    for probe in ("/healthz", "/readyz"):
+        assert spec["paths"][probe]["get"]["security"] == []
+
+
 @pytest.mark.parametrize("operation", OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
 def test_every_operation_keeps_its_documented_contract(api_schema, world, operation):
     method, path = operation
