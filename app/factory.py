@@ -13,9 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.exceptions import UnsupportedMediaType
 
 from . import config as settings
 from .extensions import db, rest_api
@@ -89,6 +88,7 @@ def _configure_api(app: Flask) -> None:
     from .api import errors, health, ratelimit
     from .api.admin import audit as admin_audit
     from .api.admin import migrations, plans, tenants
+    from .api.openapi import ProblemJsonPlugin
     from .api.tenant import account, api_keys, audit, repositories
     from .schemas.common import ProblemSchema
 
@@ -100,8 +100,10 @@ def _configure_api(app: Flask) -> None:
         OPENAPI_JSON_PATH="openapi.json",
     )
     rest_api.ERROR_SCHEMA = ProblemSchema
-    rest_api.init_app(app, spec_kwargs={"components": {"securitySchemes": {
-        "bearer": {"type": "http", "scheme": "bearer"}}}})
+    rest_api.init_app(app, spec_kwargs={
+        "extra_plugins": [ProblemJsonPlugin()],
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    })
     rest_api.spec.options["security"] = [{"bearer": []}]
     for blueprint in (
         health.blp, tenants.blp, plans.blp, migrations.blp, admin_audit.blp,
@@ -115,12 +117,11 @@ def _configure_api(app: Flask) -> None:
 def _configure_requests(app: Flask) -> None:
     from .api.auth import release_tenant, request_id
     from .api.errors import handle_exception
+    from .api.inputs import check_request
 
-    @app.before_request
-    def require_json_body() -> None:
-        if request.method in {"POST", "PUT", "PATCH"} and request.content_length:
-            if not request.is_json:
-                raise UnsupportedMediaType("Send the body as application/json.")
+    # A body that is not JSON (415) or does not parse (400); NUL characters and unpaired
+    # surrogates, which PostgreSQL text cannot hold, anywhere in the input (422).
+    app.before_request(check_request)
 
     @app.before_request
     def name_the_request() -> None:

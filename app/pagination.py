@@ -41,7 +41,7 @@ def decode_cursor(cursor: str | None, kind: type) -> str | int | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         name, _, value = raw.partition(":")
-        if name != kind.__name__ or not value:
+        if name != kind.__name__ or not value or "\x00" in value:  # keys are PostgreSQL text: never NUL
             raise ValueError(raw)
         if kind is int:
             key = int(value)

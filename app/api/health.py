@@ -21,6 +21,7 @@ class HealthSchema(Schema):
 
 @blp.route("/healthz")
 class Health(MethodView):
+    @blp.doc(security=[])  # the probes need no credentials
     @blp.response(200, HealthSchema)
     def get(self):
         """The process is up; touches nothing else."""
@@ -29,6 +30,7 @@ class Health(MethodView):
 
 @blp.route("/readyz")
 class Ready(MethodView):
+    @blp.doc(security=[])
     @blp.response(200, HealthSchema)
     @blp.alt_response(503, description="Database unreachable or public schema behind head.")
     def get(self):

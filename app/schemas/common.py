@@ -1,6 +1,20 @@
 """Shapes shared by every endpoint: the problem document and pagination."""
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
+
+
+class FullMatch(validate.Regexp):
+    """``validate.Regexp`` over the whole value.
+
+    ``Regexp`` uses ``re.match``, where ``$`` also matches before a trailing newline: a
+    pattern ``^[a-z]+$`` let ``"octocat\\n"`` through. The pattern is still documented in
+    the OpenAPI document as written.
+    """
+
+    def __call__(self, value: str) -> str:
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
 
 
 class ProblemSchema(Schema):

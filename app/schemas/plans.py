@@ -2,10 +2,12 @@
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from .common import FullMatch
+
 #: Limits and prices are PostgreSQL ``integer`` columns.
 INT_MAX = 2**31 - 1
 
-PLAN_NAME = validate.Regexp(
+PLAN_NAME = FullMatch(
     r"^[a-z][a-z0-9_-]{0,39}$",
     error="Lowercase letters, digits, '_' and '-', starting with a letter, at most 40 characters.",
 )

@@ -2,13 +2,13 @@
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from .common import PageQuerySchema, PageSchema
+from .common import FullMatch, PageQuerySchema, PageSchema
 
 # GitHub's own rules: owners are alphanumerics and single hyphens (max 39), repository
 # names are letters, digits, '.', '-' and '_' (max 100).
-OWNER = validate.Regexp(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$",
+OWNER = FullMatch(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$",
                         error="Not a valid GitHub owner name.")
-NAME = validate.Regexp(r"^[A-Za-z0-9._-]{1,100}$", error="Not a valid GitHub repository name.")
+NAME = FullMatch(r"^[A-Za-z0-9._-]{1,100}$", error="Not a valid GitHub repository name.")
 
 
 class RepositorySchema(Schema):

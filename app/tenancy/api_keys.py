@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,9 @@ LAST_USED_RESOLUTION = timedelta(seconds=60)
 NAME_MAX = 100
 #: Key ids are bigint; a larger number cannot name a key (and must not reach the database).
 _ID_MAX = 2**63 - 1
+#: What :func:`issue_api_key` makes a prefix of (``secrets.token_hex``): anything else names no
+#: key, and is refused before it reaches the database (where a NUL byte would fail the query).
+_PREFIX = re.compile(r"[0-9a-f]{1,32}")
 
 
 @dataclass(frozen=True)
@@ -152,8 +156,11 @@ def authenticate(session: Session, token: str, *, touch: bool = True) -> tuple[A
     :raise TenantSuspended: the key is valid but its tenant is suspended.
     """
     parts = token.split("_", 2)
-    if len(parts) != 3 or parts[0] != TOKEN_PREFIX or not parts[1] or not parts[2]:
-        raise InvalidApiKey("Malformed API key.")
+    if len(parts) != 3 or parts[0] != TOKEN_PREFIX or not _PREFIX.fullmatch(parts[1]) or not parts[2]:
+        raise InvalidApiKey(
+            "Malformed API key: the tenant API takes a tenant API key, tnt_<prefix>_<secret>"
+            " (the admin token is for /v1/admin only)."
+        )
     _, prefix, secret = parts
     row = session.execute(
         select(ApiKey, Tenant).join(Tenant, Tenant.id == ApiKey.tenant_id).where(

@@ -1,0 +1,101 @@
+"""The request's input, checked once before any view runs: what the views must never see.
+
+- A POST, PUT or PATCH body is JSON (``application/json`` or ``application/*+json``),
+  else 415.
+- The body is parsed here with the decoder webargs uses: a body that does not parse
+  is 400, and so is one that Python's decoder cannot hold (nested deeper than the
+  recursion limit, an integer of more than 4,300 digits), which would otherwise escape
+  the parser as a 500.
+- No string of the body (keys included), of the query string or of the path holds a
+  NUL character or an unpaired surrogate (``"\\ud800"`` is valid JSON). PostgreSQL text
+  cannot store NUL, and psycopg cannot encode a lone surrogate: sent on, either one
+  fails its statement with a 500. Here it is a 422 naming the field (a path is 404:
+  no row has such a name).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from flask import request
+from werkzeug.exceptions import BadRequest, NotFound, UnprocessableEntity, UnsupportedMediaType
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+UNSTORABLE_MESSAGE = "Must not contain NUL characters (U+0000) or unpaired surrogates."
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable(value: str) -> bool:
+    """Whether PostgreSQL (through psycopg) could not store ``value`` as text."""
+    return _UNSTORABLE.search(value) is not None
+
+
+def check_request() -> None:
+    """``before_request``: 415, 400, 404 or 422 for input no view can use (see the module doc)."""
+    for value in (request.view_args or {}).values():
+        if isinstance(value, str) and unstorable(value):
+            raise NotFound("No resource has a name with NUL characters or unpaired surrogates.")
+    messages: dict[str, dict[str, list[str]]] = {}
+    bad_args = {
+        name if not unstorable(name) else "_query": [UNSTORABLE_MESSAGE]
+        for name, values in request.args.lists()
+        if unstorable(name) or any(unstorable(v) for v in values)
+    }
+    if bad_args:
+        messages["query"] = bad_args
+    if request.method in BODY_METHODS:
+        if request.content_length and not request.is_json:
+            raise UnsupportedMediaType("Send the body as application/json.")
+        if request.is_json:
+            bad_fields = _unstorable_fields(_parsed_body())
+            if bad_fields:
+                messages["json"] = bad_fields
+    if messages:
+        error = UnprocessableEntity()
+        error.data = {"messages": messages}  # the shape webargs gives, so errors come out by field
+        raise error
+
+
+_NO_BODY = object()
+
+
+def _parsed_body() -> Any:
+    data = request.get_data(cache=True)  # webargs reads the same cached bytes after us
+    if not data:
+        return _NO_BODY
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise BadRequest("The request body is not valid JSON.") from None
+
+
+def _unstorable_fields(body: Any) -> dict[str, list[str]]:
+    """Top-level fields (``_schema`` for the body itself, or a bad key) holding an unstorable string."""
+    if body is _NO_BODY:
+        return {}
+    if not isinstance(body, dict):
+        return {"_schema": [UNSTORABLE_MESSAGE]} if _holds_unstorable(body) else {}
+    bad: dict[str, list[str]] = {}
+    for key, value in body.items():
+        if unstorable(key):
+            bad["_schema"] = [UNSTORABLE_MESSAGE]
+        elif _holds_unstorable(value):
+            bad[key] = [UNSTORABLE_MESSAGE]
+    return bad
+
+
+def _holds_unstorable(value: Any) -> bool:
+    stack = [value]  # iterative: the body may be nested as deep as the decoder allows
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if unstorable(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
