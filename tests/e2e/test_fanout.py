@@ -321,10 +321,18 @@ def _wait_for(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
     raise AssertionError("condition not reached in time")
 
 
-def _running_run(engine: Engine) -> int | None:
+def _last_run(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM public.migration_runs").scalar()
+
+
+def _running_run(engine: Engine, after: int = 0) -> int | None:
+    """The newest run still marked running, newer than ``after`` (a killed run stays marked
+    running until the next run marks it aborted: it must not be mistaken for this one)."""
     with engine.connect() as conn:
         return conn.exec_driver_sql(
-            "SELECT id FROM public.migration_runs WHERE status = 'running' ORDER BY id DESC LIMIT 1"
+            "SELECT id FROM public.migration_runs WHERE status = 'running' AND id > %(after)s"
+            " ORDER BY id DESC LIMIT 1", {"after": after}
         ).scalar()
 
 
@@ -334,10 +342,11 @@ def test_a_second_fanout_is_refused_with_exit_2_naming_the_run(make_tenant, engi
     app = fanout_app()
     holder = engine.connect()
     holder.exec_driver_sql(f'LOCK TABLE "t_{slug}".repositories IN ACCESS SHARE MODE')
+    before = _last_run(engine)
     thread, result = _run_in_thread(app, fanout.FanoutOptions(
         lock_timeout=30, location=str(stream.location), jobs=1))
     try:
-        first = _wait_for(lambda: _running_run(engine))
+        first = _wait_for(lambda: _running_run(engine, before))
         second = app.test_cli_runner().invoke(args=["tenants", "migrate"])
         assert second.exit_code == 2
         assert f"run {first} started by" in second.stderr
@@ -352,9 +361,10 @@ def test_a_tenant_provisioned_during_the_run_ends_at_head(make_tenant, engine, s
     slugs = [make_tenant().slug for _ in range(3)]
     stream.add("x0002", ADD_ARCHIVED_AT.format(between="op.execute('SELECT pg_sleep(0.3)')"), DROP_ARCHIVED_AT)
     app = fanout_app()
+    before = _last_run(engine)
     thread, result = _run_in_thread(app, fanout.FanoutOptions(location=str(stream.location), jobs=1))
     try:
-        _wait_for(lambda: _running_run(engine))
+        _wait_for(lambda: _running_run(engine, before))
         late = make_tenant().slug  # provisioned by the old code, at the old head, mid-run
     finally:
         thread.join(60)
