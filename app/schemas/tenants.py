@@ -4,16 +4,19 @@ from marshmallow import Schema, fields, validate
 
 from .common import PageQuerySchema, PageSchema
 
+#: A display name must show something: blanks alone are refused (on create and on change alike).
+NOT_BLANK = validate.Predicate("strip", error="Must not be blank.")
+
 
 class TenantCreateSchema(Schema):
     # The slug's rules live in app.tenancy.naming (one source); here only its type.
     slug = fields.String(required=True, metadata={"example": "acme", "pattern": "^[a-z][a-z0-9_]{1,39}$"})
-    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    name = fields.String(required=True, validate=[validate.Length(min=1, max=200), NOT_BLANK])
     plan = fields.String(load_default="free", validate=validate.Length(min=1, max=40))
 
 
 class TenantUpdateSchema(Schema):
-    name = fields.String(validate=validate.Length(min=1, max=200))
+    name = fields.String(validate=[validate.Length(min=1, max=200), NOT_BLANK])
     plan = fields.String(validate=validate.Length(min=1, max=40))
     status = fields.String(
         validate=validate.OneOf(["active", "suspended"]),

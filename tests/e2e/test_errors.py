@@ -108,6 +108,13 @@ def test_invalid_tenants_get_422_with_the_field(admin_client, slug, plan, field)
     assert admin_client.get("/v1/admin/tenants").json["items"] == []
 
 
+@pytest.mark.parametrize("name", ["", "   ", "\t\n"])
+def test_a_tenant_name_must_show_something(admin_client, name):
+    response = admin_client.post("/v1/admin/tenants", json={"slug": "blank_name", "name": name})
+    assert list(assert_problem(response, 422, "validation-error")["errors"]) == ["name"]
+    assert admin_client.get("/v1/admin/tenants").json["items"] == []
+
+
 def test_concurrent_duplicate_slugs_over_http_give_one_201_and_409s(app: Flask, admin_client):
     statuses: list[int] = []
     barrier = threading.Barrier(5)

@@ -94,6 +94,7 @@ def test_renaming_changes_the_label_never_the_schema_and_plan_changes_are_record
     ({"status": "deleted"}, "status"),
     ({"plan": "platinum"}, "plan"),
     ({"name": ""}, "name"),
+    ({"name": "   "}, "name"),
     ({"name": "x" * 201}, "name"),
 ])
 def test_invalid_changes_are_422_and_change_nothing(admin_client, make_tenant, engine, body, field):
