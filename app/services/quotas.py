@@ -39,9 +39,7 @@ class Usage:
 def repository_usage(session: Session) -> Usage:
     """The bound tenant's repositories against its plan's ``max_repositories``."""
     binding = require_tenant()
-    limit = _repository_limit(session, binding.tenant_id)
-    used = session.scalar(select(func.count()).select_from(Repository)) or 0
-    return Usage(used=used, limit=limit)
+    return Usage(used=_repository_count(session), limit=_repository_limit(session, binding.tenant_id))
 
 
 def usage(session: Session) -> dict[str, Usage]:
@@ -58,11 +56,16 @@ def reserve_repository(session: Session) -> None:
     """
     binding = require_tenant()
     lock_tenant_quota(session.connection(), binding.slug)
-    if _repository_limit(session, binding.tenant_id) is None:
+    limit = _repository_limit(session, binding.tenant_id)
+    if limit is None:
         return  # unlimited: no count(*) on every create
-    current = repository_usage(session)
-    if current.limit is not None and current.used >= current.limit:
-        raise QuotaExceeded("repositories", current.limit, current.used)
+    used = _repository_count(session)
+    if used >= limit:
+        raise QuotaExceeded("repositories", limit, used)
+
+
+def _repository_count(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Repository)) or 0
 
 
 def _repository_limit(session: Session, tenant_id: int) -> int | None:

@@ -228,14 +228,3 @@ def _segments(steps: tuple[migrations.Step, ...]) -> list[tuple[bool, str | None
         else:
             segments.append((step.transactional, step.revision))
     return segments
-
-
-def _segments(steps: tuple[migrations.Step, ...]) -> list[tuple[bool, str | None]]:
-    """Split a path into runs of transactional steps and single non-transactional ones."""
-    segments: list[tuple[bool, str | None]] = []
-    for step in steps:
-        if step.transactional and segments and segments[-1][0]:
-            segments[-1] = (True, step.revision)
-        else:
-            segments.append((step.transactional, step.revision))
-    return segments
