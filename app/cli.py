@@ -19,7 +19,7 @@ from alembic import command
 from flask import current_app
 from flask.cli import AppGroup
 
-from . import fanout_cli, portability_cli, public_migrations
+from . import fanout_cli, public_migrations
 from .extensions import db, tenant_roles_active
 from .models.public import Tenant
 from .tenancy import audit, directory, lifecycle, migrations
@@ -238,7 +238,9 @@ def tenants_revision(message: str, autogenerate: bool) -> None:
 
 
 fanout_cli.register(tenants_cli)  # flask tenants migrate|status|check
-portability_cli.register(tenants_cli)  # flask tenants export|import
 
-# flask tenants keys create|list|revoke; imported last: it uses domain_errors and tenants_cli.
-from . import keys_cli  # noqa: E402, F401
+# Imported last: they use domain_errors and tenants_cli.
+# flask tenants keys create|list|revoke, flask tenants export|import
+from . import keys_cli, portability_cli  # noqa: E402, F401, I001
+
+portability_cli.register(tenants_cli)

@@ -21,9 +21,9 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from .cli import domain_errors
 from .extensions import db
 from .tenancy import audit, portability
-from .tenancy.errors import TenancyError, TenantContextError
 
 
 def register(group: click.Group) -> None:
@@ -31,18 +31,13 @@ def register(group: click.Group) -> None:
     group.add_command(tenants_import)
 
 
-def _domain_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A known TenancyError or an unreadable/unwritable file: one line on stderr, exit 1."""
+def _file_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """An unreadable or unwritable file: one line on stderr, exit 1 (domain errors: ``domain_errors``)."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except TenantContextError:
-            raise
-        except TenancyError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
         except OSError as exc:
             click.echo(f"error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), err=True)
             sys.exit(1)
@@ -56,7 +51,8 @@ def _domain_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--output", "-o", metavar="FILE",
               help="Where to write ('-': stdout). Default: ./<slug>-<revision>-<UTC time>.jsonl.gz")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
-@_domain_errors
+@_file_errors
+@domain_errors
 def tenants_export(slug: str, output: str | None, as_json: bool) -> None:
     """Write tenant SLUG's data (every tenant table, one consistent snapshot) to a gzip JSON Lines file.
 
@@ -114,7 +110,8 @@ def _report_export(result: portability.ExportResult, output: str, as_json: bool,
 @click.option("--migrate", is_flag=True,
               help="Accept a file at an older schema revision: load it there, then migrate to head.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_domain_errors
+@_file_errors
+@domain_errors
 def tenants_import(file: str, slug: str, plan: str | None, migrate: bool, as_json: bool) -> None:
     """Provision tenant SLUG from an export FILE ('-': stdin) and load its data, in one transaction.
 
