@@ -22,6 +22,7 @@ from flask.cli import AppGroup
 from . import fanout_cli, public_migrations
 from .extensions import db, tenant_roles_active
 from .models.public import Tenant
+from .pagination import every_item
 from .tenancy import audit, directory, lifecycle, migrations
 from .tenancy.errors import TenancyError, TenantContextError
 from .tenancy.naming import quote_ident
@@ -197,14 +198,8 @@ def tenants_delete(slug: str, yes: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def tenants_list(as_json: bool) -> None:
     """List every tenant, in slug order."""
-    rows: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        page = directory.list_tenants(db.session(), limit=500, cursor=cursor)
-        rows.extend(tenant_dict(t) for t in page.items)
-        if page.next_cursor is None:
-            break
-        cursor = page.next_cursor
+    tenants = every_item(lambda cursor: directory.list_tenants(db.session(), limit=500, cursor=cursor))
+    rows = [tenant_dict(t) for t in tenants]
     if as_json:
         click.echo(json.dumps(rows))
         return

@@ -18,6 +18,7 @@ from flask.cli import AppGroup
 from .cli import domain_errors, tenants_cli
 from .extensions import db
 from .models.public import API_KEY_ROLES, ApiKey
+from .pagination import every_item
 from .tenancy import api_keys, audit, directory
 
 keys_cli = AppGroup("keys", help="Issue, list and revoke a tenant's API keys.")
@@ -79,14 +80,8 @@ def keys_list(slug: str, as_json: bool) -> None:
     """List the API keys of tenant SLUG (revoked ones included), never their tokens."""
     session = db.session()
     tenant = directory.get_tenant(session, slug)
-    rows: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        page = api_keys.list_api_keys(session, tenant.id, limit=500, cursor=cursor)
-        rows.extend(key_dict(k) for k in page.items)
-        if page.next_cursor is None:
-            break
-        cursor = page.next_cursor
+    keys = every_item(lambda cursor: api_keys.list_api_keys(session, tenant.id, limit=500, cursor=cursor))
+    rows = [key_dict(k) for k in keys]
     if as_json:
         click.echo(json.dumps(rows))
         return

@@ -59,3 +59,15 @@ def make_page(rows: Sequence[T], limit: int, key_of: Callable[[T], str | int]) -
         items = rows[:limit]
         return Page(items=items, next_cursor=encode_cursor(key_of(items[-1])))
     return Page(items=rows, next_cursor=None)
+
+
+def every_item(fetch: Callable[[str | None], Page[T]]) -> list[T]:
+    """Every item, page after page: ``fetch(cursor)`` returns one page (CLI listings)."""
+    items: list[T] = []
+    cursor = None
+    while True:
+        page = fetch(cursor)
+        items.extend(page.items)
+        if page.next_cursor is None:
+            return items
+        cursor = page.next_cursor
