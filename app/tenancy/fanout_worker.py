@@ -38,7 +38,7 @@ import psycopg
 from psycopg import sql
 
 from .locks import LOCK_NAMESPACE
-from .naming import quote_ident, quote_role, schema_name_for, validate_slug
+from .naming import quote_ident, schema_name_for, validate_role, validate_slug
 
 #: SQLSTATEs worth another attempt: lock_not_available (lock_timeout), deadlock, serialization,
 #: too many connections, server starting or shutting down.
@@ -120,7 +120,7 @@ class RenderedMigrator:
         role = task.get("role")
         # The DDL runs as the tenant's role, so what it creates belongs to it; the ledger
         # writes go back to the worker's own user (app.tenancy.roles).
-        become = f"; SELECT set_config('role', {self.literal(quote_role(role)[1:-1])}, true)" if role else ""
+        become = f"; SELECT set_config('role', {self.literal(validate_role(role))}, true)" if role else ""
         unbecome = ";SELECT set_config('role', 'none', true)" if role else ""
         cursor = connection.cursor()
         # One round trip (psycopg opens the transaction): timeouts, the tenant lock, then,

@@ -87,8 +87,13 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def quote_role(name: str) -> str:
-    """Quote a tenant role name for SQL, refusing anything that is not one (like :func:`quote_ident`)."""
+def validate_role(name: str) -> str:
+    """Return ``name`` if it has the shape of a tenant role (app.tenancy.roles), else raise."""
     if not _ROLE_PATTERN.fullmatch(name):
         raise InvalidSlug(name, "Not a tenant role name.")
-    return '"' + name + '"'
+    return name
+
+
+def quote_role(name: str) -> str:
+    """Quote a tenant role name for SQL, refusing anything that is not one (like :func:`quote_ident`)."""
+    return '"' + validate_role(name) + '"'
