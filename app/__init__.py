@@ -1,9 +1,8 @@
 """Tenantry: a schema-per-tenant Flask JSON backend on PostgreSQL.
 
 Importing the package imports nothing else: ``create_app`` (from :mod:`app.factory`)
-is loaded on first use. The tenancy core, and the fan-out worker processes that
-import it, start without Flask, flask-smorest and marshmallow (about 0.6 s per
-worker otherwise).
+is loaded on first use, so the tenancy core imports without Flask, flask-smorest
+and marshmallow.
 """
 
 from __future__ import annotations

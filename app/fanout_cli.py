@@ -136,7 +136,7 @@ def register(group: click.Group) -> None:
 @click.option("--tenant", "slugs", multiple=True, metavar="SLUG", help="Only this tenant (repeatable).")
 @click.option("--all", "all_tenants", is_flag=True, help="Every tenant (the default).")
 @click.option("--jobs", type=click.IntRange(min=1), default=fanout.default_jobs, show_default="min(4, CPUs)",
-              help="Parallel worker processes, one database connection each.")
+              help="Parallel workers (threads), one database connection each.")
 @click.option("--batch", "--canary", "batch", type=click.IntRange(min=1), default=None,
               help="Migrate only the first N behind tenants (slug order), then stop; rerun to continue.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")

@@ -14,15 +14,15 @@ For each --jobs value J and each repetition, two sides move every schema from th
 to that revision:
 
 - fan-out: ``flask tenants migrate --jobs J --json`` as a subprocess, timed from start
-  to exit (interpreter, app, coordinator, J worker processes, ledger and all);
+  to exit (interpreter, app, coordinator, J worker threads, ledger and all);
 - raw: the same DDL over psycopg, J connections in J threads, one transaction per
   schema (BEGIN, set_config(search_path), ALTER TABLE, CREATE INDEX, UPDATE
   alembic_version, UPDATE public.tenants, COMMIT), connections opened inside the timing.
 
 Each side is put back at the head afterwards (not timed), and the order of the two
 alternates between repetitions so drift on a shared machine hits both alike. Prints
-the medians, schemas/second and the ratio fan-out/raw per J, plus the fixed costs of
-the fan-out (a run with nothing behind; J workers from spawn to ready). Writes a plot
+the medians, schemas/second and the ratio fan-out/raw per J, plus the fixed cost of
+the fan-out (a run with nothing behind: interpreter, app, plan, ledger). Writes a plot
 to docs/img/fanout.png when matplotlib is importable (it is no project dependency:
 ``.venv/bin/pip install matplotlib``), and drops the scratch database.
 """
@@ -180,35 +180,6 @@ class Cli:
                                f"\n{done.stdout[-2000:]}")
         return wall, {**json.loads(done.stdout.strip().splitlines()[-1]), "cpu_s": cpu}
 
-    def workers_ready(self, url: str, location: Path, jobs: int) -> float:
-        """Seconds from spawning J fan-out workers (as the coordinator does) until all said ready."""
-        settings = json.dumps({"url": url, "dsn": url.replace("postgresql+psycopg://", "postgresql://"),
-                               "location": str(location), "target": TARGET, "lock_timeout": 3.0,
-                               "statement_timeout": 0.0, "run_id": None, "recycle_after": 250}) + "\n"
-        started = time.perf_counter()
-        procs = [
-            subprocess.Popen([sys.executable, "-m", "app.tenancy.fanout_worker"], cwd=ROOT, env=self.env,
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            for _ in range(jobs)
-        ]
-        try:
-            for proc in procs:
-                assert proc.stdin is not None and proc.stdout is not None
-                proc.stdin.write(settings)
-                proc.stdin.flush()
-            for proc in procs:
-                assert proc.stdout is not None
-                if '"ready"' not in proc.stdout.readline():
-                    raise RuntimeError("a fan-out worker did not start")
-            return time.perf_counter() - started
-        finally:
-            for proc in procs:
-                if proc.stdin is not None:
-                    proc.stdin.close()
-                proc.wait(30)
-                if proc.stdout is not None:
-                    proc.stdout.close()
-
 
 # --- the raw side -------------------------------------------------------------------
 
@@ -345,7 +316,6 @@ def main() -> None:
     cpu_raw: dict[int, list[float]] = {j: [] for j in jobs}
     tasks: dict[int, list[float]] = {j: [] for j in jobs}
     idle: list[float] = []
-    ready: dict[int, list[float]] = {j: [] for j in jobs}
     failure: BaseException | None = None
 
     server_url = os.environ.get("DATABASE_URL")
@@ -394,7 +364,6 @@ def main() -> None:
                                 if report["migrated"] != 0:
                                     raise RuntimeError(f"a second run found work: {report}")
                                 idle.append(idle_wall)
-                                ready[j].append(cli.workers_ready(url, location, j))
                                 cli.migrate("--to", BASE, "--jobs", reset_jobs)
                             else:
                                 wall, cpu = raw_pass(dsn, tenants, j, up=True)
@@ -425,15 +394,11 @@ def main() -> None:
               f" {statistics.median(internal[j]):>9.2f} {statistics.median(tasks[j]):>8.2f}"
               f" {statistics.median(cpu_fanout[j]):>13.2f} {statistics.median(cpu_raw[j]):>10.2f}")
     idle_s = statistics.median(idle)
-    print(f"fixed cost: a run with nothing behind takes {idle_s:.2f}s (interpreter, app, plan, ledger);")
-    for j in jobs:
-        f = statistics.median(fanout[j])
-        share = (idle_s + statistics.median(ready[j])) / f
-        print(f"  jobs {j}: that plus {j} worker(s) starting ({statistics.median(ready[j]):.2f}s) "
-              f"is {share:.0%} of the fan-out's {f:.2f}s")
+    print(f"fixed cost: a run with nothing behind takes {idle_s:.2f}s (interpreter, app, plan, ledger): "
+          + ", ".join(f"{idle_s / statistics.median(fanout[j]):.0%} of jobs {j}" for j in jobs))
     print("in-run s: the coordinator's own elapsed_s (--json), where fan-out s is the process from start to exit;")
     print("task ms: median time a worker spent on one schema (ledger); client CPU s: CPU time of the flask")
-    print("process and its workers (raw CPU s: of this process's threads), the database server not counted")
+    print("process (raw CPU s: of this process's threads), the database server not counted")
     if not args.no_plot:
         title = (f"flask tenants migrate vs raw SQL: {args.tenants} schemas, PostgreSQL {version.split()[0]}, "
                  f"median of {args.repeat}")

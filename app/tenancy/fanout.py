@@ -1,4 +1,4 @@
-"""Migrate many tenant schemas: plan, run them in parallel worker processes, record each outcome.
+"""Migrate many tenant schemas: plan, run them on parallel worker threads, record each outcome.
 
 The coordinator (this module) holds one connection for the whole run. On it:
 
@@ -8,7 +8,7 @@ The coordinator (this module) holds one connection for the whole run. On it:
 - the ledger: one ``migration_runs`` row, kept up to date while the run goes, and a
   ``migration_outcomes`` row for each schema that failed.
 
-The schemas themselves are migrated by worker processes
+The schemas themselves are migrated by ``--jobs`` worker threads
 (:mod:`app.tenancy.fanout_worker`), one transaction per schema, each worker with its
 own connection. A worker writes a successful schema's outcome row in that schema's
 transaction, so the ledger never claims a change that did not commit. Lock timeouts
@@ -16,35 +16,42 @@ are retried later with exponential backoff, after the worker has moved on to oth
 schemas, so one blocked tenant holds nobody up. Tenants provisioned while the run goes
 are picked up before it ends.
 
+Threads, not processes: a worker's time is spent waiting on PostgreSQL (psycopg
+releases the GIL), and the usual path is psycopg and pre-rendered SQL, so a thread
+costs neither an interpreter start nor message encoding. The rare schema that needs
+Alembic online runs under :mod:`app.tenancy.migrations`' lock, one at a time, because
+Alembic's ``op`` and ``context`` are process-global.
+
 Killing the coordinator at any moment is safe: each schema's transaction commits or
-rolls back whole, the workers see their stdin close and stop, the lock goes with the
-connection, and the next run marks this one ``aborted`` and converges.
+rolls back whole, the worker connections close with the process, the lock goes with
+the coordinator's connection, and the next run marks this one ``aborted`` and converges.
 """
 
 from __future__ import annotations
 
 import heapq
 import json
+import logging
 import os
+import queue
 import random
-import selectors
 import socket
-import subprocess
-import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import create_engine, make_url
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
-from . import audit, locks, migrations
+from . import audit, fanout_worker, locks, migrations
 from .errors import FanoutLocked, TenantNotFound
 from .naming import schema_name_for
+
+log = logging.getLogger(__name__)
 
 
 def default_jobs() -> int:
@@ -239,70 +246,55 @@ def describe_holder(connection: Connection) -> str:
 
 
 class _Worker:
-    """A worker process and the task it is on.
+    """A worker thread, its inbox, and the tasks handed to it and not answered yet.
 
-    Started before its settings are known, so that its interpreter starts while the
-    coordinator plans; :meth:`configure` sends them.
+    The thread runs :class:`fanout_worker.Worker` on a connection of its own and puts
+    ``(self, result)`` on the run's results queue for each task, then ``(self, None)``
+    when it stops. A worker spends its time waiting on PostgreSQL, with the GIL
+    released, so threads parallelise it as well as processes would, without an
+    interpreter to start and messages to encode per worker.
     """
 
-    def __init__(self) -> None:
-        env = dict(os.environ)
-        # The worker imports this package by name: make sure it finds the same copy.
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.tenancy.fanout_worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0,
-        )
-        self.buffer = b""
-        self.ready = False
+    def __init__(self, number: int, settings: dict[str, Any], results: queue.SimpleQueue[Any]) -> None:
+        self.inbox: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
         #: Tasks sent and not answered yet, in order; the first is the one being worked on.
         self.tasks: deque[dict[str, Any]] = deque()
+        #: Why the thread stopped early (a bug, not a database error: those are results).
+        self.error: str | None = None
+        self._aborted = threading.Event()
+        # A daemon: if the coordinator dies, its threads die with it and PostgreSQL rolls
+        # back whatever transaction they had open.
+        self.thread = threading.Thread(
+            target=self._serve, args=(settings, results), name=f"tenantry-fanout-{number}", daemon=True
+        )
+        self.thread.start()
 
-    def configure(self, settings: dict[str, Any]) -> None:
-        self._write(settings)
-
-    def _write(self, message: dict[str, Any]) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps(message) + "\n").encode())
+    def _serve(self, settings: dict[str, Any], results: queue.SimpleQueue[Any]) -> None:
+        worker = fanout_worker.Worker(settings)
+        try:
+            while not self._aborted.is_set():
+                task = self.inbox.get()
+                if task is None or self._aborted.is_set():
+                    break
+                results.put((self, worker.migrate(task)))
+        except BaseException as exc:  # reported as this worker's failure; the run goes on
+            log.exception("fan-out worker %s stopped", self.thread.name)
+            self.error = fanout_worker.first_line(exc)
+        finally:
+            try:
+                worker.close()
+            finally:
+                results.put((self, None))
 
     def send(self, task: dict[str, Any]) -> None:
         self.tasks.append(task)
-        self._write(task)
+        self.inbox.put(task)
 
-    def read(self) -> list[dict[str, Any]] | None:
-        """The complete messages that arrived; None when the worker has exited."""
-        assert self.proc.stdout is not None
-        data = os.read(self.proc.stdout.fileno(), 65536)
-        if not data:
-            return None
-        self.buffer += data
-        *lines, self.buffer = self.buffer.split(b"\n")
-        return [json.loads(line) for line in lines if line.strip()]
-
-    def close_input(self) -> None:
-        """No more tasks: the worker exits after the one it is on."""
-        if self.proc.stdin is not None and not self.proc.stdin.closed:
-            try:
-                self.proc.stdin.close()
-            except OSError:  # it is gone already
-                pass
-
-    def discard(self) -> None:
-        """Stop a worker that was never configured (it holds no connection) without waiting for it."""
-        self.proc.kill()
-        self.stop()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        try:
-            self.close_input()
-            self.proc.wait(timeout)
-        except (OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
-            self.proc.wait()
-        finally:
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
+    def close_input(self, *, abort: bool = False) -> None:
+        """No more tasks: the thread stops after the one it is on (``abort``: and skips the rest)."""
+        if abort:
+            self._aborted.set()
+        self.inbox.put(None)
 
 
 class _Run:
@@ -319,7 +311,8 @@ class _Run:
         self.delayed: list[tuple[float, int, dict[str, Any]]] = []
         self.seen: set[int] = set()
         self.workers: list[_Worker] = []
-        self.selector = selectors.DefaultSelector()
+        self.results: queue.SimpleQueue[tuple[_Worker, dict[str, Any] | None]] = queue.SimpleQueue()
+        self._started_workers = 0
         self.stopping = False  # --fail-fast tripped: schedule nothing new
         self.spawn_budget = max(2, options.jobs * 3)
         # Each worker gets its next schema before it finishes the current one, so it never
@@ -330,15 +323,6 @@ class _Run:
 
     def execute(self) -> RunReport:
         started = time.monotonic()
-        # Interpreters start while the plan is made; any not needed are sent away below.
-        self.idle = [_Worker() for _ in range(self.options.jobs)]
-        try:
-            return self._execute(started)
-        finally:
-            for worker in self.idle:  # never configured: no connection, nothing to finish
-                worker.discard()
-
-    def _execute(self, started: float) -> RunReport:
         self._abort_stale_runs()
         the_plan = plan(self.connection, self.options)
         self.target = the_plan.target
@@ -358,10 +342,10 @@ class _Run:
             status = "succeeded" if not (self.counts.failed or self.counts.skipped) else "failed"
         finally:
             for worker in self.workers:  # all at once: each finishes the schema it is on
-                worker.close_input()
+                worker.close_input(abort=status == "aborted")
+            deadline = time.monotonic() + (5.0 if status == "aborted" else 60.0)
             for worker in self.workers:
-                worker.stop(timeout=5.0 if status == "aborted" else 60.0)
-            self.selector.close()
+                worker.thread.join(max(0.0, deadline - time.monotonic()))
             if not self.connection.invalidated:
                 self._update_run(status)
         return RunReport(
@@ -378,7 +362,7 @@ class _Run:
                 self.queue.append(heapq.heappop(self.delayed)[2])
             self._spawn_workers()
             for worker in self.workers:
-                while worker.ready and len(worker.tasks) < self.depth and self.queue and not self.stopping:
+                while len(worker.tasks) < self.depth and self.queue and not self.stopping:
                     worker.send(self.queue.popleft())
             busy = any(worker.tasks for worker in self.workers)
             if not busy and (self.stopping or (not self.queue and not self.delayed)):
@@ -388,8 +372,12 @@ class _Run:
             timeout = 0.5
             if self.delayed:
                 timeout = max(0.0, min(timeout, self.delayed[0][0] - now))
-            for key, _ in self.selector.select(timeout):
-                self._receive(key.data)
+            try:
+                self._receive(*self.results.get(timeout=timeout))
+                while True:  # everything else that arrived meanwhile, before scheduling more
+                    self._receive(*self.results.get_nowait())
+            except queue.Empty:
+                pass
             if time.monotonic() - self._flushed > 2.0:
                 self._update_run("running")
 
@@ -397,40 +385,31 @@ class _Run:
         wanted = min(self.options.jobs, len(self.queue) + sum(len(w.tasks) for w in self.workers))
         while len(self.workers) < wanted and not self.stopping:
             if self.spawn_budget <= 0:
-                raise RuntimeError("fan-out workers keep exiting; see their errors above")
+                raise RuntimeError("fan-out workers keep stopping; see their errors above")
             self.spawn_budget -= 1
-            worker = self.idle.pop() if self.idle else _Worker()
-            worker.configure({
+            self._started_workers += 1
+            self.workers.append(_Worker(self._started_workers, {
                 "url": self.url, "dsn": _libpq_url(self.url), "location": self.options.location,
                 "target": self.target, "paths": self.paths,
                 "lock_timeout": self.options.lock_timeout,
                 "statement_timeout": self.options.statement_timeout,
                 "run_id": self.run_id, "recycle_after": self.options.recycle_after,
-            })
-            assert worker.proc.stdout is not None
-            self.selector.register(worker.proc.stdout, selectors.EVENT_READ, worker)
-            self.workers.append(worker)
+            }, self.results))
 
-    def _receive(self, worker: _Worker) -> None:
-        messages = worker.read()
-        if messages is None:  # the worker exited: its task, if any, is tried again elsewhere
-            assert worker.proc.stdout is not None
-            self.selector.unregister(worker.proc.stdout)
-            self.workers.remove(worker)
-            code = worker.proc.wait()
-            worker.stop()
-            if worker.tasks:  # the first may have been under way; the others never started
-                self._handle(worker.tasks.popleft(), {
-                    "status": "failed", "retryable": True, "duration_ms": 0.0,
-                    "error": f"worker process exited with status {code}",
-                })
-                self.queue.extendleft(reversed(worker.tasks))
+    def _receive(self, worker: _Worker, result: dict[str, Any] | None) -> None:
+        if result is not None:
+            self._handle(worker.tasks.popleft(), result)
             return
-        for message in messages:
-            if message.get("ready"):
-                worker.ready = True
-                continue
-            self._handle(worker.tasks.popleft(), message)
+        # The worker stopped: its task, if any, is tried again elsewhere.
+        if worker in self.workers:
+            self.workers.remove(worker)
+        if worker.tasks:  # the first may have been under way; the others never started
+            self._handle(worker.tasks.popleft(), {
+                "status": "failed", "retryable": True, "duration_ms": 0.0,
+                "error": f"fan-out worker stopped: {worker.error or 'no more tasks'}",
+            })
+            self.queue.extendleft(reversed(worker.tasks))
+            worker.tasks.clear()
 
     def _handle(self, task: dict[str, Any], result: dict[str, Any]) -> None:
         attempt = task["attempt"]

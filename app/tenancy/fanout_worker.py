@@ -1,26 +1,20 @@
-"""One fan-out worker: a process that migrates the tenant schemas it is handed, one at a time.
+"""One fan-out worker: migrates the tenant schemas it is handed, one at a time.
 
-Workers are processes, not threads, because Alembic's ``op`` and ``context`` are
-process-global. The coordinator (:mod:`app.tenancy.fanout`) starts them with
-``python -m app.tenancy.fanout_worker`` and talks JSON lines over the pipes:
-
-- stdin, first line: the settings (database URL, target, timeouts, run id and the SQL
-  of each path the coordinator rendered), never argv, so the URL's password does not
-  show in ``ps``; then one task per line.
-- stdout: ``{"ready": true}``, then one result per task.
-
-When the coordinator dies, stdin reaches EOF and the worker exits after the schema it
-is on (whose transaction commits or rolls back whole).
+The coordinator (:mod:`app.tenancy.fanout`) runs one :class:`Worker` per thread, each
+with its own connection.
 
 Per schema, one transaction: ``lock_timeout``, ``statement_timeout`` and the advisory
-lock on the tenant, then the revision actually in the schema; the path's SQL,
-``tenants.schema_revision`` and the ledger's outcome row; COMMIT. Two round trips.
+lock on the tenant, a check that the schema is at the revision the plan expects, the
+path's SQL, ``tenants.schema_revision`` and the ledger's outcome row, COMMIT: one
+round trip. When the check fails (the schema is not where ``public.tenants`` says, or
+the tenant is gone), that transaction rolls back and a second one reads the revision
+actually in the schema first (two round trips) or hands the schema to Alembic.
 
 The hot path needs psycopg alone: the coordinator renders each path's SQL once (tenant
-migrations name their tables unqualified, so the text fits every schema) and ships it
-in the settings. This module therefore imports neither SQLAlchemy nor Alembic, and a
-worker is ready in about a tenth of a second. A schema the shipped SQL does not fit
-(see :mod:`app.tenancy.fanout_online`) hands the worker over to Alembic for good.
+migrations name their tables unqualified, so the text fits every schema) and hands it
+over in the settings, so no SQLAlchemy or Alembic work is done per schema. A schema
+the shipped SQL does not fit (see :mod:`app.tenancy.fanout_online`) hands the worker
+over to Alembic for good.
 
 The worker keeps one connection and replaces it every ``recycle_after`` schemas: a
 PostgreSQL backend caches the catalog of every schema it touches and never frees it.
@@ -28,8 +22,6 @@ PostgreSQL backend caches the catalog of every schema it touches and never frees
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -46,6 +38,11 @@ RETRYABLE_SQLSTATES = frozenset({"55P03", "40P01", "40001", "53300", "57P03", "5
 
 #: How worker connections show in pg_stat_activity.
 APPLICATION_NAME = "tenantry-fanout-worker"
+
+#: Raised by the one-round-trip path's check: the schema is not at the planned revision.
+NOT_AS_PLANNED = "TNP01"
+#: Errors of that check that send the schema down the slower path instead of failing it.
+_UNPLANNED = frozenset({NOT_AS_PLANNED, "42P01", "3F000"})  # the check, undefined_table, invalid_schema_name
 
 
 class Literals:
@@ -89,7 +86,9 @@ class RenderedMigrator:
             self.connection.close()
             self.connection = None
         if self.connection is None:
-            self.connection = psycopg.connect(self.dsn, application_name=APPLICATION_NAME)
+            # Autocommit: each schema's BEGIN ... COMMIT travels in the statements themselves,
+            # not in a round trip of its own.
+            self.connection = psycopg.connect(self.dsn, application_name=APPLICATION_NAME, autocommit=True)
             self.served = 0
         self.served += 1
         return self.connection
@@ -123,19 +122,40 @@ class RenderedMigrator:
         become = f"; SELECT set_config('role', {self.literal(validate_role(role))}, true)" if role else ""
         unbecome = ";SELECT set_config('role', 'none', true)" if role else ""
         cursor = connection.cursor()
-        # One round trip (psycopg opens the transaction): timeouts, the tenant lock, then,
-        # after the lock and in a new snapshot, whether the tenant still exists, its
-        # search_path and the revision in its schema.
+        planned = task.get("revision")
+        rendered = self.paths.get(planned) if planned else None
+        if rendered is not None:
+            # The usual case, in one round trip: the schema is where public.tenants says.
+            # The check runs after the lock, in a new snapshot (READ COMMITTED); if it
+            # fails, nothing ran and the slower path below looks at what is there.
+            try:
+                cursor.execute(
+                    f"BEGIN;{self._lock_sql(task, slug)};"
+                    f"DO $check$BEGIN IF NOT EXISTS (SELECT 1 FROM public.tenants WHERE id = {int(task['tenant_id'])})"
+                    f" OR (SELECT max(version_num) FROM {quoted}.alembic_version) IS DISTINCT FROM"
+                    f" {self.literal(planned)} THEN RAISE EXCEPTION 'not at the planned revision'"
+                    f" USING ERRCODE = '{NOT_AS_PLANNED}'; END IF; END$check$;"
+                    f"SELECT set_config('search_path', '{quoted}', true){become};"
+                    + rendered + unbecome
+                    + record_sql(self.literal, self.run_id, task, planned, self.target, "migrated")
+                    + ";COMMIT"
+                )
+                return {"status": "migrated", "from": planned, "to": self.target}
+            except psycopg.Error as exc:
+                if exc.sqlstate not in _UNPLANNED:
+                    raise
+                connection.rollback()
+        # Two round trips: timeouts, the tenant lock, then, after the lock and in a new
+        # snapshot, whether the tenant still exists, its search_path and the revision in
+        # its schema; then the path from that revision.
         try:
-            _, (exists, _), (current,) = _first_rows(cursor.execute(
-                f"SELECT set_config('lock_timeout', {self.timeouts_sql[0]}, true),"
-                f" set_config('statement_timeout', {self.timeouts_sql[1]}, true),"
-                f" pg_advisory_xact_lock({LOCK_NAMESPACE}, hashtext('{slug}'));"
+            _, _, (exists, _), (current,) = _first_rows(cursor.execute(
+                f"BEGIN;{self._lock_sql(task, slug)};"
                 f" SELECT EXISTS (SELECT 1 FROM public.tenants WHERE id = {int(task['tenant_id'])}),"
                 f" set_config('search_path', '{quoted}', true);"
                 f" SELECT max(version_num) FROM {quoted}.alembic_version"
                 f"{become}"
-            ))[:3]
+            ))[:4]
         except psycopg.errors.UndefinedTable:  # no version table (or no schema): Alembic's case
             connection.rollback()
             return None
@@ -155,8 +175,15 @@ class RenderedMigrator:
             rendered + unbecome + record_sql(self.literal, self.run_id, task, current, self.target, status)
             + ";COMMIT"
         )
-        connection.commit()  # a no-op for psycopg now, but says where the transaction ends
         return {"status": status, "from": current, "to": self.target}
+
+    def _lock_sql(self, task: dict[str, Any], slug: str) -> str:
+        """The schema transaction's first statement: its timeouts and the tenant's advisory lock."""
+        return (
+            f"SELECT set_config('lock_timeout', {self.timeouts_sql[0]}, true),"
+            f" set_config('statement_timeout', {self.timeouts_sql[1]}, true),"
+            f" pg_advisory_xact_lock({LOCK_NAMESPACE}, hashtext('{slug}'))"
+        )
 
 
 def record_sql(
@@ -204,10 +231,10 @@ def _last_row(cursor: Any) -> Any:
 
 
 def _first_rows(cursor: Any) -> list[Any]:
-    """The first row of each result of a multi-statement query."""
-    rows = [cursor.fetchone()]
+    """The first row of each result of a multi-statement query (None for a command such as BEGIN)."""
+    rows = [cursor.fetchone() if cursor.description is not None else None]
     while cursor.nextset():
-        rows.append(cursor.fetchone())
+        rows.append(cursor.fetchone() if cursor.description is not None else None)
     return rows
 
 
@@ -249,29 +276,3 @@ class Worker:
             self.rendered.close()
         if self.online is not None:
             self.online.close()
-
-
-def main() -> int:
-    line = sys.stdin.readline()
-    if not line.strip():
-        return 0  # started ahead of need and not needed after all
-    worker = Worker(json.loads(line))
-    out = sys.stdout
-    try:
-        out.write(json.dumps({"ready": True}) + "\n")
-        out.flush()
-        for line in sys.stdin:
-            if not line.strip():
-                continue
-            result = worker.migrate(json.loads(line))
-            out.write(json.dumps(result) + "\n")
-            out.flush()
-    except (BrokenPipeError, KeyboardInterrupt):
-        return 1  # the coordinator is gone or interrupted: the current schema rolled back or committed whole
-    finally:
-        worker.close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

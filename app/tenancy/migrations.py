@@ -11,7 +11,7 @@ The script directory is loaded once per process (per location) and reused, so
 migrating many schemas does not re-read and re-import the version files each time.
 
 Alembic's ``op`` and ``context`` proxies are module globals: run one migration at a
-time per process (a fan-out uses processes or a lock, not bare threads).
+time per process (the lock below; the fan-out's threads take it too).
 """
 
 from __future__ import annotations
