@@ -1,6 +1,9 @@
-"""Extension objects, created unbound and initialised in :func:`app.create_app`."""
+"""Extension objects, created unbound and initialised in :func:`app.create_app`.
 
-from flask_smorest import Api
+The HTTP layer's ``Api`` object lives in :mod:`app.api`, so that commands which never
+serve a request do not import flask-smorest.
+"""
+
 from flask_sqlalchemy import SQLAlchemy
 
 from app.models.public import PublicBase
@@ -8,7 +11,6 @@ from app.models.public import PublicBase
 # The mapped classes are plain SQLAlchemy (app.models), so the core does not depend on
 # Flask-SQLAlchemy; this object only provides the engine and the request-scoped session.
 db = SQLAlchemy(metadata=PublicBase.metadata)
-rest_api = Api()
 
 
 def tenant_roles_active() -> bool:

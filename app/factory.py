@@ -17,19 +17,24 @@ from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import config as settings
-from .extensions import db, rest_api
+from .extensions import db
 
 log = logging.getLogger("app")
 
 __all__ = ["create_app"]
 
 
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+def create_app(config: Mapping[str, Any] | None = None, *, http: bool = True) -> Flask:
     """Build the application.
 
     ``config`` replaces the environment entirely (tests pass explicit values); without
     it, settings come from environment variables (``app.config``). With no database
     URL, an embedded PostgreSQL is started and migrated (development mode).
+
+    ``http=False`` leaves out the HTTP layer (API, blueprints, request hooks): the
+    same settings, database and CLI, for commands that never serve a request
+    (``flask tenants migrate`` builds its app so, see :mod:`app.cli_app`), which then
+    start in about half the time.
     """
     values = settings.defaults()
     values.update(settings.from_env() if config is None else config)
@@ -47,8 +52,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
         app.config["SQLALCHEMY_DATABASE_URI"] = embedded_pg.start(instance)
     _configure_database(app)
-    _configure_api(app)
-    _configure_requests(app)
+    if http:
+        _configure_api(app)
+        _configure_requests(app)
 
     from .cli import db_cli, tenants_cli
 
@@ -85,7 +91,7 @@ def _configure_database(app: Flask) -> None:
 
 
 def _configure_api(app: Flask) -> None:
-    from .api import errors, health, ratelimit
+    from .api import errors, health, ratelimit, rest_api
     from .api.admin import audit as admin_audit
     from .api.admin import migrations, plans, tenants
     from .api.openapi import ProblemJsonPlugin

@@ -20,8 +20,8 @@ from typing import TextIO
 
 import click
 from flask import current_app
-from flask.cli import with_appcontext
 
+from .cli_app import with_cli_app
 from .extensions import db
 from .tenancy import drift, fanout, migrations
 from .tenancy.errors import FanoutLocked, TenantNotFound, UnknownRevision
@@ -130,7 +130,7 @@ def register(group: click.Group) -> None:
 
 
 @click.command("migrate")
-@with_appcontext
+@with_cli_app
 @click.option("--to", "target", default="head", show_default=True,
               help="Target revision; one below a schema's revision downgrades it.")
 @click.option("--tenant", "slugs", multiple=True, metavar="SLUG", help="Only this tenant (repeatable).")
@@ -232,7 +232,7 @@ def _preview(options: FanoutOptions, *, as_sql: bool, as_json: bool) -> None:
 
 
 @click.command("status")
-@with_appcontext
+@with_cli_app
 @click.option("--behind", is_flag=True, help="List only tenants not at head.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def tenants_status(behind: bool, as_json: bool) -> None:
@@ -259,7 +259,7 @@ def tenants_status(behind: bool, as_json: bool) -> None:
 
 
 @click.command("check")
-@with_appcontext
+@with_cli_app
 @click.option("--tenant", "slugs", multiple=True, metavar="SLUG", help="Only this tenant (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def tenants_check(slugs: tuple[str, ...], as_json: bool) -> None:

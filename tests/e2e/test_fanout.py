@@ -435,6 +435,30 @@ def _snapshot(engine: Engine) -> tuple[Any, ...]:
         )
 
 
+def test_the_flask_cli_runs_the_fanout_without_loading_the_http_layer(
+    tenantry_database_url, make_tenant, engine, stream
+):
+    """`flask tenants …` is a plugin command: the fan-out builds its app with create_app(http=False),
+    from the same environment, and migrates for real."""
+    slugs = sorted(make_tenant().slug for _ in range(3))
+    stream.add("x0002", ADD_ARCHIVED_AT.format(between=""), DROP_ARCHIVED_AT)
+    probe = (
+        "import json, sys\n"
+        "from flask.cli import main\n"
+        "sys.argv = ['flask', '--app', 'app', 'tenants', 'migrate', '--json']\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "http = sorted(m for m in ('flask_smorest', 'marshmallow', 'app.api') if m in sys.modules)\n"
+        "print(json.dumps({'exit': code, 'http': http}))\n"
+    )
+    env = {**os.environ, "DATABASE_URL": tenantry_database_url, "TENANT_MIGRATIONS_LOCATION": str(stream.location)}
+    env.pop("FLASK_APP", None)
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    report, probed = (json.loads(line) for line in done.stdout.strip().splitlines()[-2:])
+    assert probed == {"exit": 0, "http": []}, done.stderr[-2000:]
+    assert report["status"] == "succeeded" and report["migrated"] == 3
+    assert {s: v[:2] for s, v in revisions(engine, slugs).items()} == {s: ("x0002", "x0002") for s in slugs}
+
+
 def test_dry_run_prints_the_plan_and_changes_nothing(make_tenant, engine, stream, fanout_app):
     slugs = [make_tenant().slug for _ in range(3)]
     stream.add("x0002", ADD_ARCHIVED_AT.format(between=""), DROP_ARCHIVED_AT)
