@@ -2,7 +2,7 @@
 #
 # Tenantry API image: gunicorn serving wsgi:app on port 8000, as a non-root user.
 #
-# Production contract (see docs/architecture.md):
+# Production contract (see docs/operations.md, Deploying):
 # - DATABASE_URL must be set. Without it create_app() would start the embedded
 #   development PostgreSQL; this image never does: the entrypoint refuses to start.
 # - The image never migrates on start. Run the public migrations as a one-shot step

@@ -17,6 +17,7 @@ import http.client
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -235,6 +236,19 @@ def test_the_entrypoint_refuses_to_start_without_database_url(tmp_path):
         assert result.returncode != 0
         assert "DATABASE_URL must be set" in result.stderr, result.stderr
         assert "Starting gunicorn" not in result.stdout + result.stderr
+
+
+@pytest.mark.skipif(shutil.which("pg_isready") is None, reason="no pg_isready (PostgreSQL client tools)")
+def test_the_postgres_healthcheck_answers_for_a_running_server(tenantry_database_url):
+    """compose's pg_isready check, pointed at the test server: -h/-p given again win over the file's."""
+    url = make_url(tenantry_database_url)
+    host = url.host or str(url.query.get("host"))
+    argv = healthcheck_argv(service("postgres")["healthcheck"]["test"])
+    assert argv[0] == "pg_isready"
+    ok = subprocess.run([*argv, "-h", host, "-p", str(url.port or 5432)], capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    down = subprocess.run([*argv, "-h", "127.0.0.1", "-p", str(free_port())], capture_output=True, timeout=30)
+    assert down.returncode != 0
 
 
 def free_port() -> int:
