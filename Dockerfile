@@ -2,7 +2,7 @@
 #
 # Tenantry API image: gunicorn serving wsgi:app on port 8000, as a non-root user.
 #
-# Production contract (see docs/architecture.md):
+# Production contract (see docs/operations.md, Deploying):
 # - DATABASE_URL must be set. Without it create_app() would start the embedded
 #   development PostgreSQL; this image never does: the entrypoint refuses to start.
 # - The image never migrates on start. Run the public migrations as a one-shot step
@@ -14,9 +14,13 @@
 # - INSTANCE_PATH points at a writable scratch directory (/tmp/tenantry); nothing in
 #   production mode keeps state there.
 # - ADMIN_TOKEN enables /v1/admin/*; unset, the admin API refuses every call.
-# - WEB_CONCURRENCY sets gunicorn's worker count (gunicorn reads it itself).
-
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# - gunicorn's settings (PORT, WEB_CONCURRENCY, GUNICORN_THREADS, timeouts, ...) come
+#   from the environment through gunicorn.conf.py; see docs/configuration.md.
+#
+# The base image is pinned by version and by digest (the multi-arch index digest of
+# python:3.11.14-slim-bookworm). To update: change both, from `docker buildx
+# imagetools inspect python:3.11.X-slim-bookworm`.
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
 # --- build: a virtualenv with the locked dependencies and the project -------------
 FROM ${PYTHON_IMAGE} AS build
@@ -54,27 +58,26 @@ RUN groupadd --system --gid 10001 tenantry \
 COPY --from=build /opt/venv /opt/venv
 
 WORKDIR /srv/tenantry
-COPY wsgi.py ./
+COPY wsgi.py gunicorn.conf.py ./
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     FLASK_APP=wsgi \
-    INSTANCE_PATH=/tmp/tenantry \
-    WEB_CONCURRENCY=2
+    INSTANCE_PATH=/tmp/tenantry
 
 # Numeric, so an orchestrator can verify runAsNonRoot without reading /etc/passwd.
 USER 10001:10001
 EXPOSE 8000
 
-# Liveness only (/healthz touches no database). Slim images have no curl; urlopen
-# raises on a refused connection or any 4xx/5xx, which makes the exit status non-zero.
+# Liveness only (/healthz touches no database), on the port gunicorn.conf.py binds.
+# Slim images have no curl; urlopen raises on a refused connection or any 4xx/5xx,
+# which makes the exit status non-zero.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8000') + '/healthz', timeout=4)"]
 
 # Fail fast, for gunicorn and for one-shot `flask ...` commands alike, instead of
 # falling back to the embedded development database.
 ENTRYPOINT ["/bin/sh", "-c", ": \"${DATABASE_URL:?DATABASE_URL must be set (this image never starts the embedded PostgreSQL)}\"; exec \"$@\"", "tenantry"]
-# No control socket: gunicorn 25+ would create one under $HOME, which this user lacks;
-# signals (TERM, HUP, TTIN/TTOU) still manage the server.
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--no-control-socket", "wsgi:app"]
+# Bind address, workers, timeouts, logs and no control socket: all in gunicorn.conf.py.
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
