@@ -62,16 +62,23 @@ def role_name_for(connection: Connection, slug: str) -> str:
     return role_prefix(database) + slug
 
 
+_SERVER_FACTS = (
+    "SELECT current_setting('server_version_num')::int,"
+    " (SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user)"
+)
+
+
 def decide(connection: Connection, mode: str) -> Decision:
     """Whether tenant transactions take their tenant's role, and why (logged once by the caller)."""
     if mode not in MODES:
         raise ValueError(f"TENANT_ROLES must be one of {MODES}, not {mode!r}")
     if mode == "off":
         return Decision(False, "TENANT_ROLES=off")
-    version, can_create = connection.exec_driver_sql(
-        "SELECT current_setting('server_version_num')::int,"
-        " (SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user)"
-    ).one()
+    version, can_create = connection.exec_driver_sql(_SERVER_FACTS).one()
+    return _decide(mode, version, can_create)
+
+
+def _decide(mode: str, version: int, can_create: bool) -> Decision:
     if not can_create:
         if mode == "on":
             raise RuntimeError("TENANT_ROLES=on, but the database user may not create roles (no CREATEROLE)")
@@ -98,9 +105,46 @@ def active(engine: Engine, mode: str) -> bool:
     if decision is None:
         with engine.connect() as connection:
             decision = decide(connection, mode)
+        _remember(engine, decision)
+    return decision.active
+
+
+def _remember(engine: Engine, decision: Decision) -> None:
+    if engine not in _decisions:
         _decisions[engine] = decision
         log.info("tenant database roles %s (%s)", "on" if decision.active else "off", decision.reason)
-    return decision.active
+
+
+def decide_on_first_connect(engine: Engine, mode: str) -> None:
+    """Log the role layer's mode now, and decide (and log) ``auto`` on the engine's first connection.
+
+    The application factory never connects (it starts while the database may be down),
+    so the decision waits for the first connection the pool opens, whatever opens it:
+    a request, ``/readyz``, a CLI command.
+    """
+    from sqlalchemy import event
+
+    if mode not in MODES:
+        raise ValueError(f"TENANT_ROLES must be one of {MODES}, not {mode!r}")
+    if mode == "off":
+        _remember(engine, Decision(False, "TENANT_ROLES=off"))
+        return
+    log.info("tenant database roles: TENANT_ROLES=%s, decided on the first database connection", mode)
+
+    def first_connect(dbapi_connection: object, _record: object) -> None:
+        try:
+            cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+            try:
+                cursor.execute(_SERVER_FACTS)
+                version, can_create = cursor.fetchone()
+            finally:
+                cursor.close()
+                dbapi_connection.rollback()  # type: ignore[attr-defined]
+            _remember(engine, _decide(mode, version, can_create))
+        except Exception as exc:  # e.g. on without CREATEROLE: provisioning raises it, with its message
+            log.error("tenant database roles: %s", exc)
+
+    event.listen(engine, "first_connect", first_connect)
 
 
 def create_tenant_role(connection: Connection, role: str) -> None:

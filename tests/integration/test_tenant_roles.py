@@ -7,6 +7,7 @@ own mode is, and read PostgreSQL's catalog (owners, pg_roles) as well as the err
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import textwrap
 from pathlib import Path
@@ -16,7 +17,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import sessionmaker
 
-from app.extensions import db
+from app.extensions import db, tenant_roles_active
 from app.tenancy import binding as tenant_binding
 from app.tenancy import roles, tenant_scope
 from app.tenancy.binding import platform_access
@@ -196,3 +197,23 @@ def test_check_reports_ownership_drift(make_role_tenant, roles_app, engine):
     problems = {d["slug"]: d["problems"] for d in report["drifted"]}
     assert result.exit_code == 1 and set(problems) == {drifted.slug}
     assert any(p.startswith("by_hand is owned by") and p.endswith(drifted.role) for p in problems[drifted.slug])
+
+
+def test_the_role_layers_choice_is_logged_at_startup_and_decided_on_the_first_connection(make_app, caplog):
+    """create_app never connects (it starts while the database may be down): it logs the
+    mode, and ``auto`` is decided, and logged with its reason, when the pool first connects."""
+    caplog.set_level(logging.INFO, logger="app.tenancy.roles")
+    app = make_app(TENANT_ROLES="auto")
+    assert [r.getMessage() for r in caplog.records] == [
+        "tenant database roles: TENANT_ROLES=auto, decided on the first database connection"]
+    caplog.clear()
+    with app.app_context():
+        with db.engine.connect():
+            pass
+        assert not tenant_roles_active()  # what was decided is what provisioning uses
+    [decided] = [r.getMessage() for r in caplog.records]
+    assert decided.startswith("tenant database roles off (auto: ") and "TENANT_ROLES=on" in decided
+
+    caplog.clear()
+    make_app(TENANT_ROLES="off")
+    assert [r.getMessage() for r in caplog.records] == ["tenant database roles off (TENANT_ROLES=off)"]
