@@ -26,6 +26,7 @@ from typing import Any
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
+from psycopg import sql
 from sqlalchemy.engine import Connection
 
 from .binding import set_local_search_path
@@ -240,6 +241,33 @@ def migrate_schema(
         if known is not None:
             return target  # run_migrations raised unless every step to the target ran
         return env.get_context().get_current_revision()
+
+
+def build_new_schema(
+    connection: Connection, schema_name: str, target: str | None, *, location: str | None = None,
+    create_sql: str = "",
+) -> str | None:
+    """Build a new, empty schema at ``target`` inside the open transaction; return ``target``.
+
+    The onboarding fast path: the stream from base to ``target`` is rendered once per
+    (target, location) (:func:`rendered_path`) and sent with ``create_sql`` (the
+    caller's ``CREATE SCHEMA`` …) and the search_path in one round trip, instead of
+    Alembic's Python machinery per tenant (which measured about three times the DDL's
+    own time). The result is the catalog the migrations produce: tests compare it with
+    a schema migrated online and ``flask tenants check`` would report any difference.
+    A stream the text cannot carry (see :func:`rendered_path`) runs online as before.
+    """
+    rendered = rendered_path(None, target, location)
+    # No parameters: psycopg sends the text as it is, several statements in one
+    # message (and a rendered "%" stays a "%").
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    if rendered is None:
+        if create_sql:
+            cursor.execute(create_sql)
+        return migrate_schema(connection, schema_name, target, location=location, known=NEW_SCHEMA)
+    path = sql.Literal(quote_ident(schema_name)).as_string(None)
+    cursor.execute(f"{create_sql};SELECT set_config('search_path', {path}, true);{rendered}")
+    return target
 
 
 def _trust(context: Any, connection: Connection, known: SchemaState) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from datetime import datetime
 
-from sqlalchemy import select
+from psycopg import sql
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from app.models.public import Plan, Tenant
@@ -22,7 +23,7 @@ from .api_keys import IssuedApiKey, issue_api_key
 from .binding import set_search_path
 from .context import current_tenant
 from .errors import ProvisioningFailed, TenancyError, TenantAlreadyExists, UnknownPlan
-from .migrations import NEW_SCHEMA, head_revision, migrate_schema
+from .migrations import build_new_schema, head_revision
 from .naming import quote_ident, quote_role, schema_name_for, validate_slug
 
 
@@ -108,14 +109,18 @@ def provision_in_transaction(
     schema_name = schema_name_for(validate_slug(slug))
     connection = session.connection()
     locks.lock_tenant(connection, slug)
-    if session.scalar(select(Tenant.id).where(Tenant.slug == slug)) is not None:
-        raise TenantAlreadyExists(slug)
-    plan_row = session.scalar(select(Plan).where(Plan.name == plan))
-    if plan_row is None:
+    # After the lock, in a new snapshot, in one round trip: the plan, the slug, the schema name.
+    taken = select(Tenant.id).where(Tenant.slug == slug).exists()
+    orphan_schema = text("EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = :schema)").bindparams(
+        schema=schema_name)
+    row = session.execute(select(Plan, taken, orphan_schema).where(Plan.name == plan)).one_or_none()
+    if row is None:  # no such plan; a taken slug still says so first
+        if session.scalar(select(taken)):
+            raise TenantAlreadyExists(slug)
         raise UnknownPlan(plan)
-    orphan = connection.exec_driver_sql(
-        "SELECT 1 FROM pg_namespace WHERE nspname = %(n)s", {"n": schema_name}
-    ).scalar()
+    plan_row, is_taken, orphan = row
+    if is_taken:
+        raise TenantAlreadyExists(slug)
     if orphan:  # a schema without a tenant row: never adopt it, someone must look at it
         raise TenantAlreadyExists(
             slug, f"schema {schema_name!r} exists without a tenant row; inspect and drop it first"
@@ -128,12 +133,15 @@ def provision_in_transaction(
             raise TenantAlreadyExists(slug, f"role {role!r} exists without a tenant row; inspect and drop it first")
         roles.create_tenant_role(connection, role)
         # The schema and everything the migrations create belong to the tenant's role.
-        connection.exec_driver_sql(f"CREATE SCHEMA {quote_ident(schema_name)} AUTHORIZATION {quote_role(role)}")
-        roles.become(connection, role)
+        # Created by the login user, then everything in it by the tenant's role.
+        create = (
+            f"CREATE SCHEMA {quote_ident(schema_name)} AUTHORIZATION {quote_role(role)};"
+            f"SELECT set_config('role', {sql.Literal(role).as_string(None)}, true)"
+        )
     else:
-        connection.exec_driver_sql(f"CREATE SCHEMA {quote_ident(schema_name)}")
-    revision = migrate_schema(
-        connection, schema_name, revision or head_revision(location), location=location, known=NEW_SCHEMA
+        create = f"CREATE SCHEMA {quote_ident(schema_name)}"
+    revision = build_new_schema(
+        connection, schema_name, revision or head_revision(location), location=location, create_sql=create
     )
     if role is not None:
         roles.become(connection, None)  # public.tenants and the first key are platform data
