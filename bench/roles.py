@@ -49,10 +49,18 @@ def create_tenants(dsn: str, prefix: str, start: int, count: int, with_inherit_c
         for chunk in range(start, start + count, 500):
             started = time.perf_counter()
             with conn.transaction():
-                for i in range(chunk, min(chunk + 500, start + count)):
-                    role, schema = f"{prefix}b{i:06d}", f"t_b{i:06d}"
+                chunk_range = range(chunk, min(chunk + 500, start + count))
+                # Every GRANT throws away this connection's membership cache, and the next
+                # check rebuilds it over all roles: one role at a time, creating N roles
+                # costs O(N^2) (hours at 10,000). So the chunk's roles and GRANTs first,
+                # then one rebuild serves the chunk's schemas. The state this leaves is the
+                # one provisioning one by one leaves.
+                for i in chunk_range:
+                    role = f"{prefix}b{i:06d}"
                     conn.execute(f'CREATE ROLE "{role}" NOLOGIN')
                     conn.execute(f'GRANT "{role}" TO CURRENT_USER{grant}')
+                for i in chunk_range:
+                    role, schema = f"{prefix}b{i:06d}", f"t_b{i:06d}"
                     conn.execute(f'CREATE SCHEMA "{schema}" AUTHORIZATION "{role}"')
                     conn.execute("SELECT set_config('role', %s, true)", (role,))
                     conn.execute(f'CREATE TABLE "{schema}".repositories (id bigint PRIMARY KEY, name text)')
