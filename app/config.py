@@ -137,6 +137,13 @@ def _jwt_leeway(raw: str) -> int:
     return value
 
 
+def _log_format(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("console", "json"):
+        raise ValueError("must be console or json")
+    return value
+
+
 def _tenant_roles(raw: str) -> str:
     value = raw.strip().lower()
     if value not in ("auto", "on", "off"):
@@ -169,6 +176,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TENANT_MIGRATIONS_LOCATION", "TENANT_MIGRATIONS_LOCATION", _nonempty, None,
             "Alternative tenant migration scripts directory (defaults to the bundled tenant_migrations)."),
     Setting("LOG_LEVEL", "LOG_LEVEL", _nonempty, "INFO", "Python logging level."),
+    Setting("LOG_FORMAT", "LOG_FORMAT", _log_format, "console",
+            "console: readable lines for a terminal; json: one JSON object per line (production). "
+            "Fields: docs/operations.md, Observability."),
     Setting("TENANT_ROLES", "TENANT_ROLES", _tenant_roles, "auto",
             "A database role per tenant (owner of its schema, taken by every tenant transaction): on, off, "
             "or auto (on only where bench/roles.py found it cheap: no server so far; see docs/security.md)."),
@@ -191,7 +201,9 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 #: Settings checked again by :func:`validate`: they may arrive as a mapping, not the environment.
-_REVALIDATED = ("TENANT_BASE_DOMAIN", "JWT_SECRET", "JWT_PUBLIC_KEY", "JWT_AUDIENCE", "JWT_ISSUER", "JWT_LEEWAY")
+_REVALIDATED = (
+    "LOG_FORMAT", "TENANT_BASE_DOMAIN", "JWT_SECRET", "JWT_PUBLIC_KEY", "JWT_AUDIENCE", "JWT_ISSUER", "JWT_LEEWAY",
+)
 
 
 def defaults() -> dict[str, Any]:

@@ -17,6 +17,7 @@ from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import config as settings
+from . import logs
 from .extensions import db
 
 log = logging.getLogger("app")
@@ -43,7 +44,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, http: bool = True) ->
     app = Flask("app", instance_path=str(instance))
     app.config.from_mapping(values)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    logging.basicConfig(level=app.config["LOG_LEVEL"], stream=sys.stderr)
+    logs.configure(app.config)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
     embedded = not app.config["SQLALCHEMY_DATABASE_URI"]
@@ -63,6 +64,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, http: bool = True) ->
 
     if embedded:
         _prepare_development(app, instance)
+        logs.configure(app.config)  # the generated admin token is scrubbed from log lines too
     return app
 
 
@@ -124,7 +126,11 @@ def _configure_requests(app: Flask) -> None:
     from .api.auth import release_tenant, request_id
     from .api.errors import handle_exception
     from .api.inputs import check_request
+    from .api.observe import finish, start
 
+    # First in, last out: the measured time covers everything, and the status is the one sent.
+    app.before_request(start)
+    app.after_request(finish)
     # A body that is not JSON (415) or does not parse (400); NUL characters and unpaired
     # surrogates, which PostgreSQL text cannot hold, anywhere in the input (422).
     app.before_request(check_request)

@@ -11,9 +11,9 @@ transaction. The path holds only the tenant's schema: public models are
 schema-qualified, and a missing tenant table must fail, not fall through to ``public``.
 
 The same statement sets ``application_name`` (also transaction-local) to
-``tenantry:<slug>``, so ``pg_stat_activity``, ``log_line_prefix`` (``%a``) and
-``pg_stat_statements`` consumers see which tenant a busy or slow backend is serving,
-at no extra round trip; at COMMIT it reverts to the connection's own name.
+``tenantry:<slug>``, so ``pg_stat_activity`` and the server log (``%a`` in
+``log_line_prefix``) show which tenant a busy or slow backend is serving, at no extra
+round trip; at COMMIT it reverts to the connection's own name.
 
 With no tenant bound the path is ``pg_catalog``, where no tenant table exists, and the
 ORM guards below raise :class:`TenantContextError` before a tenant model is read or
@@ -43,6 +43,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 from sqlalchemy.orm.attributes import instance_state
 
+from . import events
 from .context import TenantBinding, current_tenant
 from .errors import TenantContextError
 
@@ -247,11 +248,12 @@ _LISTENERS = (
     ("after_transaction_end", _after_transaction_end),
     ("do_orm_execute", _do_orm_execute),
     ("before_flush", _before_flush),
+    *events.LISTENERS,  # tenant log lines written at COMMIT ride along: same sessions
 )
 
 
 def install(target: Any) -> None:
-    """Install per-transaction binding on a Session class, sessionmaker or scoped_session.
+    """Install per-transaction binding (and :mod:`.events`) on a Session class, sessionmaker or scoped_session.
 
     Idempotent: installing twice on the same target does not bind twice. The targets
     already installed are remembered in a WeakSet, not asked of ``event.contains()``:

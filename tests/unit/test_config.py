@@ -40,3 +40,15 @@ def test_defaults_cover_every_setting_and_need_no_environment():
 )
 def test_urls_always_use_psycopg3(url):
     assert sqlalchemy_url(url) == "postgresql+psycopg://u@h/db"
+
+
+@pytest.mark.parametrize(("raw", "parsed"), [("json", "json"), (" JSON ", "json"), ("console", "console")])
+def test_log_format_is_console_or_json(raw, parsed):
+    assert from_env({"LOG_FORMAT": raw}) == {"LOG_FORMAT": parsed}
+    assert defaults()["LOG_FORMAT"] == "console"
+
+
+def test_a_bad_log_format_names_the_variable():
+    with pytest.raises(ConfigError, match="LOG_FORMAT"):
+        from_env({"LOG_FORMAT": "xml"})
+

@@ -1,0 +1,44 @@
+"""One measurement per request, reported as a log line (``app.requests``).
+
+``start`` is the first ``before_request`` and ``finish`` the last ``after_request``, so
+the duration covers authentication and the COMMIT, and the status is the one sent
+(after a failed COMMIT turned a 200 into a 503, say). Fields of the line: see
+:mod:`app.logs`. The route is the URL rule, never the path: a path can carry ids, and
+a query string can carry anything, credentials included.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Response, g, request
+
+from app.api.auth import request_id
+
+log = logging.getLogger("app.requests")
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "<unmatched>"
+
+
+def start() -> None:
+    g.started = time.perf_counter()
+
+
+def finish(response: Response) -> Response:
+    seconds = time.perf_counter() - g.get("started", time.perf_counter())
+    route = request.url_rule.rule if request.url_rule is not None else None
+    method = request.method if request.method in METHODS else "OTHER"
+    tenant = g.get("tenant")
+    key = g.get("api_key")
+    duration_ms = round(seconds * 1000, 1)
+    log.info(
+        "%s %s %s %.1fms", method, route or UNMATCHED, response.status_code, duration_ms,
+        extra={
+            "event": "request", "request_id": request_id(), "tenant": tenant.slug if tenant is not None else None,
+            "key_id": key.id if key is not None else None, "method": method, "route": route,
+            "status": response.status_code, "duration_ms": duration_ms,
+        },
+    )
+    return response

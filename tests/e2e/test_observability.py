@@ -1,0 +1,125 @@
+"""Logs as an operator sees them: the JSON lines on stderr.
+
+The secret test reads two things: the lines the app's handler writes (what ships to a
+log store) and the log records themselves (pytest's caplog, which bypasses our
+redaction), so it fails if a credential reaches a record at all, not only if the
+scrubber misses it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from app.testing import ADMIN_TOKEN
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """Apps made here reconfigure the process's logging (INFO, JSON): put it back afterwards."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def json_app(make_app, logging_restored):
+    return make_app(LOG_FORMAT="json", LOG_LEVEL="INFO")
+
+
+def json_lines(err: str) -> list[dict]:
+    """Every line on stderr is one JSON object (a traceback included)."""
+    return [json.loads(line) for line in err.splitlines() if line.strip()]
+
+
+def provision(client, slug: str) -> str:
+    response = client.post("/v1/admin/tenants", json={"slug": slug, "name": slug}, headers=ADMIN)
+    assert response.status_code == 201, response.json
+    return response.json["api_key"]["token"]
+
+
+def test_no_credential_reaches_the_logs_and_request_lines_name_tenant_and_request(json_app, capsys, caplog):
+    caplog.set_level(logging.INFO)
+    client = json_app.test_client()
+    first, second = provision(client, "obs_alpha"), provision(client, "obs_beta")
+    made = client.post("/v1/api-keys", json={"role": "viewer"}, headers={"Authorization": f"Bearer {first}"})
+    assert made.status_code == 201
+    keys = [first, second, made.json["token"]]
+    for key in keys:
+        assert client.get("/v1/repositories", headers={
+            "Authorization": f"Bearer {key}", "X-Request-ID": "obs-ok-1"}).status_code == 200
+        for header in (key, f"Token {key}", f"Bearer {key} extra", f"Basic {key}", f"Bearer  {key[:-3]}"):
+            assert client.get("/v1/repositories", headers={"Authorization": header}).status_code == 401
+        client.get(f"/v1/repositories?api_key={key}&token={ADMIN_TOKEN}", headers={"Authorization": f"Bearer {key}"})
+        client.get("/v1/repositories", headers={"Authorization": f"Bearer {key}", "X-Tenant": key})  # 404, logged
+        client.get(f"/v1/admin/tenants?key={key}", headers={"Authorization": f"Bearer {key}"})  # 403
+    client.get(f"/v1/admin/tenants?token={ADMIN_TOKEN}", headers=ADMIN)
+    client.get("/v1/admin/tenants", headers={"Authorization": f"Token {ADMIN_TOKEN}"})
+    client.patch("/v1/admin/tenants/obs_beta", json={"status": "suspended"}, headers=ADMIN)
+    client.get("/v1/repositories", headers={"Authorization": f"Bearer {second}"})  # suspended: 403
+
+    shipped = capsys.readouterr().err
+    for secret in (*keys, ADMIN_TOKEN):
+        assert secret not in shipped
+        assert secret not in caplog.text
+    lines = json_lines(shipped)
+    requests = [line for line in lines if line["logger"] == "app.requests"]
+    ok = [line for line in requests if line["request_id"] == "obs-ok-1"]
+    assert {line["tenant"] for line in ok} == {"obs_alpha", "obs_beta"}
+    assert all(line["route"] == "/v1/repositories" and line["status"] == 200 and line["key_id"] for line in ok)
+    assert all(set(line) >= {"request_id", "tenant", "key_id", "method", "route", "status", "duration_ms"}
+               for line in requests)
+    assert all("?" not in (line["route"] or "") for line in requests)
+
+
+def test_lifecycle_events_are_logged_at_commit_with_the_request_id(json_app, capsys):
+    client = json_app.test_client()
+    provision(client, "obs_life")
+    for status, rid in (("suspended", "obs-sus"), ("active", "obs-res")):
+        client.patch("/v1/admin/tenants/obs_life", json={"status": status}, headers={**ADMIN, "X-Request-ID": rid})
+    client.delete("/v1/admin/tenants/obs_life", headers={**ADMIN, "X-Request-ID": "obs-del"})
+    client.post("/v1/admin/tenants", json={"slug": "obs_life", "name": "x", "plan": "nope"}, headers=ADMIN)
+    events = {line["event"]: line for line in json_lines(capsys.readouterr().err) if line.get("event")}
+    assert events["tenant.provisioned"]["tenant"] == "obs_life" and events["tenant.provisioned"]["duration_ms"] > 0
+    assert (events["tenant.suspended"]["tenant"], events["tenant.suspended"]["request_id"]) == ("obs_life", "obs-sus")
+    assert events["tenant.resumed"]["request_id"] == "obs-res"
+    assert events["tenant.deleted"]["request_id"] == "obs-del"
+    assert events["tenant.provisioning_failed"]["error"] == "UnknownPlan"
+
+
+def test_a_rolled_back_change_logs_nothing(app, session_factory, tenant, caplog):
+    from app.tenancy import lifecycle
+
+    caplog.set_level(logging.INFO, logger="app.tenancy")
+    with session_factory() as session:
+        lifecycle.update_tenant(session, tenant.slug, status="suspended")
+        session.rollback()
+    assert not [r for r in caplog.records if getattr(r, "event", None) == "tenant.suspended"]
+
+
+def test_the_console_format_is_one_readable_line_with_the_fields(make_app, logging_restored, capsys):
+    client = make_app(LOG_LEVEL="INFO").test_client()
+    client.get("/healthz", headers={"X-Request-ID": "obs-console"})
+    [line] = [line for line in capsys.readouterr().err.splitlines() if "obs-console" in line]
+    assert re.search(r"INFO app\.requests: GET /healthz 200 [\d.]+ms event=request request_id=obs-console", line)
+    assert "route=/healthz status=200 duration_ms=" in line
+
+
+def test_a_fanout_run_logs_its_start_and_end(json_app, engine):
+    result = json_app.test_cli_runner().invoke(args=["tenants", "migrate", "--json"])
+    assert result.exit_code == 0, result.output
+    run_id = json.loads(result.stdout)["run_id"]
+    # The CLI's own progress lines are plain text on the same stderr; the log lines are JSON.
+    logged = json_lines("\n".join(line for line in result.stderr.splitlines() if line.startswith("{")))
+    events = {line["event"]: line for line in logged if line.get("event")}
+    assert events["fanout.started"]["run_id"] == run_id
+    assert (events["fanout.finished"]["run_id"], events["fanout.finished"]["run_status"]) == (run_id, "succeeded")
+
