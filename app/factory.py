@@ -93,7 +93,9 @@ def _configure_database(app: Flask) -> None:
 
 
 def _configure_api(app: Flask) -> None:
+    from . import metrics
     from .api import errors, health, ratelimit, rest_api
+    from .api import metrics as metrics_api
     from .api.admin import audit as admin_audit
     from .api.admin import migrations, plans, tenants
     from .api.openapi import ProblemJsonPlugin
@@ -118,6 +120,10 @@ def _configure_api(app: Flask) -> None:
         account.blp, repositories.blp, api_keys.blp, audit.blp,
     ):
         rest_api.register_blueprint(blueprint)
+    if app.config["METRICS_ENABLED"]:
+        rest_api.register_blueprint(metrics_api.blp)
+        with app.app_context():  # only a process that serves requests is scraped
+            metrics.instrument_pool(db.engine)
     errors.register(app)
     ratelimit.init_app(app)
 

@@ -1,4 +1,4 @@
-"""One measurement per request, reported as a log line (``app.requests``).
+"""One measurement per request, reported twice: a log line (``app.requests``) and the request metrics.
 
 ``start`` is the first ``before_request`` and ``finish`` the last ``after_request``, so
 the duration covers authentication and the COMMIT, and the status is the one sent
@@ -14,12 +14,10 @@ import time
 
 from flask import Response, g, request
 
+from app import metrics
 from app.api.auth import request_id
 
 log = logging.getLogger("app.requests")
-
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-UNMATCHED = "<unmatched>"
 
 
 def start() -> None:
@@ -29,12 +27,13 @@ def start() -> None:
 def finish(response: Response) -> Response:
     seconds = time.perf_counter() - g.get("started", time.perf_counter())
     route = request.url_rule.rule if request.url_rule is not None else None
-    method = request.method if request.method in METHODS else "OTHER"
+    method = request.method if request.method in metrics.METHODS else "OTHER"
+    metrics.observe_request(method, route, response.status_code, seconds)
     tenant = g.get("tenant")
     key = g.get("api_key")
     duration_ms = round(seconds * 1000, 1)
     log.info(
-        "%s %s %s %.1fms", method, route or UNMATCHED, response.status_code, duration_ms,
+        "%s %s %s %.1fms", method, route or metrics.UNMATCHED, response.status_code, duration_ms,
         extra={
             "event": "request", "request_id": request_id(), "tenant": tenant.slug if tenant is not None else None,
             "key_id": key.id if key is not None else None, "method": method, "route": route,

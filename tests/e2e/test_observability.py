@@ -1,4 +1,4 @@
-"""Logs as an operator sees them: the JSON lines on stderr.
+"""Logs and metrics as an operator sees them: the JSON lines on stderr, the /metrics text.
 
 The secret test reads two things: the lines the app's handler writes (what ships to a
 log store) and the log records themselves (pytest's caplog, which bypasses our
@@ -11,11 +11,16 @@ from __future__ import annotations
 import json
 import logging
 import re
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
-from app.testing import ADMIN_TOKEN
+from app.testing import ADMIN_TOKEN, assert_problem
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -122,4 +127,124 @@ def test_a_fanout_run_logs_its_start_and_end(json_app, engine):
     events = {line["event"]: line for line in logged if line.get("event")}
     assert events["fanout.started"]["run_id"] == run_id
     assert (events["fanout.finished"]["run_id"], events["fanout.finished"]["run_status"]) == (run_id, "succeeded")
+
+
+# --- metrics ---------------------------------------------------------------------------
+
+
+def samples(body: str) -> list[tuple[str, dict[str, str], float]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [(s.name, s.labels, s.value) for family in text_string_to_metric_families(body) for s in family.samples]
+
+
+def value(body: str, name: str, *, absent: float | None = None, **labels: str) -> float:
+    """The one sample of ``name`` with ``labels``; ``absent`` when there is none (if given)."""
+    found = [v for n, ls, v in samples(body) if n == name and all(ls.get(k) == w for k, w in labels.items())]
+    if not found and absent is not None:
+        return absent
+    [one] = found
+    return one
+
+
+def test_metrics_count_requests_by_route_with_no_tenant_anywhere(app, client, make_tenant):
+    tenants = [make_tenant() for _ in range(3)]
+    for t in tenants:
+        for path in ("/v1/repositories", "/v1/repositories/424242", f"/v1/repositories?x={t.slug}", f"/{t.slug}"):
+            client.get(path, headers=t.auth)
+    client.open("/v1/repositories", method="BREW", headers=tenants[0].auth)
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.content_type.startswith("text/plain; version=0.0.4")
+    body = response.get_data(as_text=True)
+    found = samples(body)
+    for name, labels, _ in found:
+        assert "tenant" not in labels, name
+        for label_value in labels.values():
+            assert not any(t.slug in label_value for t in tenants), (name, labels)
+    assert value(body, "tenantry_http_requests_total", route="/v1/repositories", status="200", method="GET") >= 3
+    assert value(body, "tenantry_http_requests_total", route="/v1/repositories/<int:repository_id>",
+                 status="404", method="GET") >= 3
+    assert value(body, "tenantry_http_requests_total", route="<unmatched>", status="404", method="GET") >= 3
+    # A method no rule takes (405) matched no rule: like a 404, it cannot name a route.
+    assert value(body, "tenantry_http_requests_total", route="<unmatched>", status="405", method="OTHER") >= 1
+    assert value(body, "tenantry_http_request_duration_seconds_count", route="/v1/repositories",
+                 status="200", method="GET") >= 3
+    assert value(body, "tenantry_db_pool_size") == app.config["DB_POOL_SIZE"]
+    assert value(body, "tenantry_db_pool_checked_out") >= 0
+    assert value(body, "tenantry_metrics_database_up") == 1
+
+
+def test_metrics_report_provisioning_and_the_last_fanout_run(app, client, engine):
+    before = value(client.get("/metrics").get_data(as_text=True), "tenantry_provisionings_total",
+                   outcome="succeeded", absent=0)
+    provision(client, "obs_metrics")
+    with engine.begin() as conn:  # one tenant behind head, as a fan-out would find it
+        conn.execute(text("UPDATE public.tenants SET schema_revision = 't0001' WHERE slug = 'obs_metrics'"))
+    body = client.get("/metrics").get_data(as_text=True)
+    assert value(body, "tenantry_provisionings_total", outcome="succeeded") == before + 1
+    assert value(body, "tenantry_provisioning_duration_seconds_count", outcome="succeeded") >= 1
+    assert value(body, "tenantry_tenant_schemas_behind_head") >= 1
+
+    result = app.test_cli_runner().invoke(args=["tenants", "migrate", "--json"])
+    assert result.exit_code == 0, result.output
+    run_id = json.loads(result.stdout)["run_id"]
+    body = client.get("/metrics").get_data(as_text=True)
+    assert value(body, "tenantry_fanout_last_run_id") == run_id
+    assert value(body, "tenantry_fanout_last_run_status", status="succeeded") == 1
+    assert value(body, "tenantry_fanout_last_run_status", status="failed") == 0
+    assert value(body, "tenantry_fanout_schemas", state="done") >= 1
+    assert value(body, "tenantry_fanout_schemas", state="remaining") == 0
+    assert value(body, "tenantry_fanout_last_run_finished_timestamp_seconds") > 0
+    assert value(body, "tenantry_tenant_schemas_behind_head") == 0
+
+
+def test_metrics_can_want_a_token_or_be_switched_off(make_app):
+    guarded = make_app(METRICS_TOKEN="scrape-secret-0123").test_client()
+    assert_problem(guarded.get("/metrics"), 401, "unauthorized")
+    assert_problem(guarded.get("/metrics", headers={"Authorization": "Bearer wrong"}), 401)
+    assert guarded.get("/metrics", headers={"Authorization": "Bearer scrape-secret-0123"}).status_code == 200
+
+    off = make_app(METRICS_ENABLED=False).test_client()
+    assert_problem(off.get("/metrics"), 404)
+    assert "/metrics" not in off.get("/v1/openapi.json").json["paths"]
+    # flask-smorest's Api is one object: the OpenAPI document is the last app's. Leave one
+    # with the route behind, as the session's app has it, for the tests that read the document.
+    make_app()
+
+
+def test_metrics_is_documented_like_the_probes(make_app):
+    operation = make_app().test_client().get("/v1/openapi.json").json["paths"]["/metrics"]["get"]
+    assert operation["security"] == []
+    assert "text/plain" in operation["responses"]["200"]["content"]
+
+
+MULTIPROCESS_WORKER = textwrap.dedent(
+    """
+    import sys
+    from app.testing import make_test_app
+    app = make_test_app(sys.argv[1], PROMETHEUS_MULTIPROC_DIR=sys.argv[2])
+    client = app.test_client()
+    for _ in range(int(sys.argv[3])):
+        client.get("/healthz")
+    if sys.argv[4] == "scrape":
+        sys.stdout.write(client.get("/metrics").get_data(as_text=True))
+    """
+)
+
+
+def test_multiprocess_mode_sums_the_workers(tenantry_database_url, tmp_path: Path):
+    """Two processes sharing PROMETHEUS_MULTIPROC_DIR, as gunicorn workers do: one scrape sees both."""
+
+    def worker(requests: int, scrape: bool) -> str:
+        return subprocess.run(
+            [sys.executable, "-c", MULTIPROCESS_WORKER, tenantry_database_url, str(tmp_path), str(requests),
+             "scrape" if scrape else "-"],
+            capture_output=True, text=True, timeout=120, check=True,
+            env={"PATH": "/usr/bin:/bin", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "HOME": str(tmp_path)},
+        ).stdout
+
+    worker(3, scrape=False)
+    body = worker(2, scrape=True)
+    assert value(body, "tenantry_http_requests_total", route="/healthz", status="200") == 5
+    assert value(body, "tenantry_metrics_database_up") == 1
 

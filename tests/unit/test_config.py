@@ -52,3 +52,13 @@ def test_a_bad_log_format_names_the_variable():
     with pytest.raises(ConfigError, match="LOG_FORMAT"):
         from_env({"LOG_FORMAT": "xml"})
 
+
+@pytest.mark.parametrize(("raw", "parsed"), [("off", False), ("0", False), ("on", True), ("true", True)])
+def test_metrics_can_be_switched_off(raw, parsed):
+    assert from_env({"METRICS_ENABLED": raw}) == {"METRICS_ENABLED": parsed}
+
+
+def test_the_multiprocess_dir_must_exist(tmp_path):
+    assert from_env({"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}) == {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    with pytest.raises(ConfigError, match="PROMETHEUS_MULTIPROC_DIR"):
+        from_env({"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "missing")})
