@@ -1,4 +1,4 @@
-"""Logs and metrics as an operator sees them: the JSON lines on stderr, the /metrics text.
+"""Logs, metrics and probes as an operator sees them: the JSON lines on stderr, the /metrics text.
 
 The secret test reads two things: the lines the app's handler writes (what ships to a
 log store) and the log records themselves (pytest's caplog, which bypasses our
@@ -248,3 +248,25 @@ def test_multiprocess_mode_sums_the_workers(tenantry_database_url, tmp_path: Pat
     assert value(body, "tenantry_http_requests_total", route="/healthz", status="200") == 5
     assert value(body, "tenantry_metrics_database_up") == 1
 
+
+# --- readiness --------------------------------------------------------------------------
+
+
+def test_readiness_reports_tenant_schemas_behind_head_without_failing(client, make_tenant, engine):
+    behind = make_tenant()
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    at_head = ready.json["tenant_schemas_behind"]
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE public.tenants SET schema_revision = 't0001' WHERE slug = :s"), {"s": behind.slug})
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json["tenant_schemas_behind"] == at_head + 1
+    assert ready.json["tenant_head"] != "t0001"
+
+
+def test_readiness_is_503_when_the_database_does_not_answer(make_app):
+    app = make_app("postgresql://nobody@127.0.0.1:1/none", DB_POOL_TIMEOUT=1)
+    assert_problem(app.test_client().get("/readyz"), 503, "database-unavailable")
+    body = app.test_client().get("/metrics")
+    assert body.status_code == 200 and value(body.get_data(as_text=True), "tenantry_metrics_database_up") == 0
