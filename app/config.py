@@ -281,6 +281,12 @@ def validate(values: MutableMapping[str, Any]) -> None:
             raise ConfigError(
                 f"{key} is set but neither JWT_SECRET nor JWT_PUBLIC_KEY is: JWT authentication would stay off."
             )
+    multiproc = values.get("PROMETHEUS_MULTIPROC_DIR")
+    if multiproc is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR") != multiproc:
+        raise ConfigError(
+            "PROMETHEUS_MULTIPROC_DIR must be set in the environment (to the same directory): "
+            "prometheus-client reads it there when it starts, and would otherwise count in memory only."
+        )
 
 
 def sqlalchemy_url(url: str) -> str:

@@ -62,3 +62,13 @@ def test_the_multiprocess_dir_must_exist(tmp_path):
     assert from_env({"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}) == {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     with pytest.raises(ConfigError, match="PROMETHEUS_MULTIPROC_DIR"):
         from_env({"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "missing")})
+
+
+def test_the_multiprocess_dir_given_as_a_mapping_must_match_the_environment(tmp_path, monkeypatch):
+    from app.config import validate
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    with pytest.raises(ConfigError, match="PROMETHEUS_MULTIPROC_DIR must be set in the environment"):
+        validate({"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    validate({"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
