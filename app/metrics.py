@@ -96,16 +96,22 @@ def observe_provisioning() -> Iterator[None]:
 
 
 def instrument_pool(engine: Engine) -> None:
-    """Keep the pool gauges current: set on every checkout and checkin (and at each scrape)."""
+    """Keep the pool gauges current: in use counted up at checkout and down at checkin; size
+    and overflow as of the latest checkout (and of each scrape)."""
     pool = engine.pool
 
-    def update(*_: Any) -> None:
+    def checked_out(*_: Any) -> None:
+        POOL_CHECKED_OUT.inc()
         _set_pool_gauges(engine)
+
+    def checked_in(*_: Any) -> None:
+        # Counted, not read: at this event the pool still counts the connection as out.
+        POOL_CHECKED_OUT.dec()
 
     # Nothing is set now: under gunicorn's preload_app this runs in the master, which
     # serves nothing and whose values would count as a live worker's in multiprocess mode.
-    for name in ("checkout", "checkin", "close", "invalidate"):
-        event.listen(pool, name, update)
+    event.listen(pool, "checkout", checked_out)
+    event.listen(pool, "checkin", checked_in)
 
 
 def _pool_size(engine: Engine) -> int:
@@ -114,11 +120,8 @@ def _pool_size(engine: Engine) -> int:
 
 
 def _set_pool_gauges(engine: Engine) -> None:
-    pool = engine.pool
-    checked_out = getattr(pool, "checkedout", None)
-    overflow = getattr(pool, "overflow", None)
+    overflow = getattr(engine.pool, "overflow", None)
     POOL_SIZE.set(_pool_size(engine))
-    POOL_CHECKED_OUT.set(checked_out() if callable(checked_out) else 0)
     # QueuePool counts overflow from -pool_size (no connection open yet); only the excess is overflow.
     POOL_OVERFLOW.set(max(0, overflow()) if callable(overflow) else 0)
 
