@@ -16,6 +16,8 @@ from flask import Response, g, request
 
 from app import metrics
 from app.api.auth import request_id
+from app.tenancy.audit import current_actor
+from app.tenancy.context import current_tenant
 
 log = logging.getLogger("app.requests")
 
@@ -29,14 +31,15 @@ def finish(response: Response) -> Response:
     route = request.url_rule.rule if request.url_rule is not None else None
     method = request.method if request.method in metrics.METHODS else "OTHER"
     metrics.observe_request(method, route, response.status_code, seconds)
-    tenant = g.get("tenant")
-    key = g.get("api_key")
+    # Plain values from the context, not g.tenant / g.api_key: after the COMMIT those ORM
+    # objects are expired, and reading them would open a new transaction (as the tenant).
+    tenant = current_tenant()
     duration_ms = round(seconds * 1000, 1)
     log.info(
         "%s %s %s %.1fms", method, route or metrics.UNMATCHED, response.status_code, duration_ms,
         extra={
             "event": "request", "request_id": request_id(), "tenant": tenant.slug if tenant is not None else None,
-            "key_id": key.id if key is not None else None, "method": method, "route": route,
+            "key_id": current_actor().api_key_id, "method": method, "route": route,
             "status": response.status_code, "duration_ms": duration_ms,
         },
     )

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from app.extensions import db
 from app.testing import ADMIN_TOKEN, assert_problem
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -83,6 +84,26 @@ def test_no_credential_reaches_the_logs_and_request_lines_name_tenant_and_reques
     assert all(set(line) >= {"request_id", "tenant", "key_id", "method", "route", "status", "duration_ms"}
                for line in requests)
     assert all("?" not in (line["route"] or "") for line in requests)
+
+
+def test_the_request_line_sends_nothing_to_the_database_after_the_commit(make_app, logging_restored, tenant, engine):
+    """The line is written after the COMMIT: reading the (expired) tenant or key objects then
+    would begin a new transaction, as the tenant's role where there is one."""
+    from sqlalchemy import event
+
+    app = make_app(LOG_LEVEL="INFO")
+    with app.app_context():
+        app_engine = db.engine
+    seen: list[str] = []
+    record = lambda *args: seen.append("COMMIT" if len(args) == 1 else args[2].split()[0])  # noqa: E731
+    event.listen(app_engine, "commit", record)
+    event.listen(app_engine, "before_cursor_execute", record)
+    try:
+        assert app.test_client().get("/v1/repositories", headers=tenant.auth).status_code == 200
+    finally:
+        event.remove(app_engine, "commit", record)
+        event.remove(app_engine, "before_cursor_execute", record)
+    assert seen[-1] == "COMMIT", seen
 
 
 def test_lifecycle_events_are_logged_at_commit_with_the_request_id(json_app, capsys):
