@@ -96,32 +96,30 @@ def observe_provisioning() -> Iterator[None]:
 
 
 def instrument_pool(engine: Engine) -> None:
-    """Keep the pool gauges current: in use counted up at checkout and down at checkin; size
-    and overflow as of the latest checkout (and of each scrape)."""
-    pool = engine.pool
+    """Keep the pool gauges current: set from the pool at every checkout and checkin (and scrape).
+
+    Set, never counted up and down: SQLAlchemy also fires ``checkin`` for a checkout that
+    failed (the database was down), which a counter would take for a connection returned.
+    """
 
     def checked_out(*_: Any) -> None:
-        POOL_CHECKED_OUT.inc()
         _set_pool_gauges(engine)
 
     def checked_in(*_: Any) -> None:
-        # Counted, not read: at this event the pool still counts the connection as out.
-        POOL_CHECKED_OUT.dec()
+        # The pool still counts the returning connection as checked out during this event.
+        _set_pool_gauges(engine, returning=1)
 
     # Nothing is set now: under gunicorn's preload_app this runs in the master, which
     # serves nothing and whose values would count as a live worker's in multiprocess mode.
-    event.listen(pool, "checkout", checked_out)
-    event.listen(pool, "checkin", checked_in)
+    event.listen(engine.pool, "checkout", checked_out)
+    event.listen(engine.pool, "checkin", checked_in)
 
 
-def _pool_size(engine: Engine) -> int:
-    size = getattr(engine.pool, "size", None)
-    return size() if callable(size) else 0
-
-
-def _set_pool_gauges(engine: Engine) -> None:
-    overflow = getattr(engine.pool, "overflow", None)
-    POOL_SIZE.set(_pool_size(engine))
+def _set_pool_gauges(engine: Engine, returning: int = 0) -> None:
+    pool = engine.pool
+    size, checked_out, overflow = (getattr(pool, name, None) for name in ("size", "checkedout", "overflow"))
+    POOL_SIZE.set(size() if callable(size) else 0)
+    POOL_CHECKED_OUT.set(max(0, checked_out() - returning) if callable(checked_out) else 0)
     # QueuePool counts overflow from -pool_size (no connection open yet); only the excess is overflow.
     POOL_OVERFLOW.set(max(0, overflow()) if callable(overflow) else 0)
 

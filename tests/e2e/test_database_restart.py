@@ -68,3 +68,5 @@ def test_requests_get_503_while_the_database_is_down_and_recover_without_a_resta
     assert tenant.get("/v1/repositories").status_code == 200
     made = tenant.post("/v1/repositories", json={"github_repo_id": 1, "owner": "o", "name": "n"})
     assert made.status_code == 201, made.json
+    # The failed checkouts while it was down gave back no connection the gauge lost count of.
+    assert "\ntenantry_db_pool_checked_out 0.0\n" in client.get("/metrics").get_data(as_text=True)
