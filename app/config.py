@@ -137,6 +137,29 @@ def _jwt_leeway(raw: str) -> int:
     return value
 
 
+def _log_format(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("console", "json"):
+        raise ValueError("must be console or json")
+    return value
+
+
+def _flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be on or off (or true/false, yes/no, 1/0)")
+
+
+def _directory(raw: str) -> str:
+    value = _nonempty(raw)
+    if not Path(value).is_dir():
+        raise ValueError("must be an existing directory")
+    return value
+
+
 def _tenant_roles(raw: str) -> str:
     value = raw.strip().lower()
     if value not in ("auto", "on", "off"):
@@ -169,6 +192,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TENANT_MIGRATIONS_LOCATION", "TENANT_MIGRATIONS_LOCATION", _nonempty, None,
             "Alternative tenant migration scripts directory (defaults to the bundled tenant_migrations)."),
     Setting("LOG_LEVEL", "LOG_LEVEL", _nonempty, "INFO", "Python logging level."),
+    Setting("LOG_FORMAT", "LOG_FORMAT", _log_format, "console",
+            "console: readable lines for a terminal; json: one JSON object per line (production). "
+            "Fields: docs/operations.md, Observability."),
+    Setting("METRICS_ENABLED", "METRICS_ENABLED", _flag, True,
+            "Serve Prometheus metrics at /metrics (off: no such route)."),
+    Setting("METRICS_TOKEN", "METRICS_TOKEN", _nonempty, None,
+            "When set, /metrics wants 'Authorization: Bearer <this>'. Unset: /metrics is open; keep it "
+            "off the public network (docs/operations.md).", secret=True),
+    Setting("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROC_DIR", _directory, None,
+            "An empty, writable directory shared by the worker processes of one server (gunicorn): "
+            "metrics are then summed over all of them. Read by prometheus-client itself too, so it must "
+            "be in the environment; empty it before each start."),
     Setting("TENANT_ROLES", "TENANT_ROLES", _tenant_roles, "auto",
             "A database role per tenant (owner of its schema, taken by every tenant transaction): on, off, "
             "or auto (on only where bench/roles.py found it cheap: no server so far; see docs/security.md)."),
@@ -191,7 +226,9 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 #: Settings checked again by :func:`validate`: they may arrive as a mapping, not the environment.
-_REVALIDATED = ("TENANT_BASE_DOMAIN", "JWT_SECRET", "JWT_PUBLIC_KEY", "JWT_AUDIENCE", "JWT_ISSUER", "JWT_LEEWAY")
+_REVALIDATED = (
+    "LOG_FORMAT", "TENANT_BASE_DOMAIN", "JWT_SECRET", "JWT_PUBLIC_KEY", "JWT_AUDIENCE", "JWT_ISSUER", "JWT_LEEWAY",
+)
 
 
 def defaults() -> dict[str, Any]:
@@ -244,6 +281,12 @@ def validate(values: MutableMapping[str, Any]) -> None:
             raise ConfigError(
                 f"{key} is set but neither JWT_SECRET nor JWT_PUBLIC_KEY is: JWT authentication would stay off."
             )
+    multiproc = values.get("PROMETHEUS_MULTIPROC_DIR")
+    if multiproc is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR") != multiproc:
+        raise ConfigError(
+            "PROMETHEUS_MULTIPROC_DIR must be set in the environment (to the same directory): "
+            "prometheus-client reads it there when it starts, and would otherwise count in memory only."
+        )
 
 
 def sqlalchemy_url(url: str) -> str:

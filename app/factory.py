@@ -17,6 +17,7 @@ from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import config as settings
+from . import logs
 from .extensions import db
 
 log = logging.getLogger("app")
@@ -43,7 +44,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, http: bool = True) ->
     app = Flask("app", instance_path=str(instance))
     app.config.from_mapping(values)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    logging.basicConfig(level=app.config["LOG_LEVEL"], stream=sys.stderr)
+    logs.configure(app.config)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
     embedded = not app.config["SQLALCHEMY_DATABASE_URI"]
@@ -63,6 +64,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, http: bool = True) ->
 
     if embedded:
         _prepare_development(app, instance)
+        logs.configure(app.config)  # the generated admin token is scrubbed from log lines too
     return app
 
 
@@ -93,7 +95,9 @@ def _configure_database(app: Flask) -> None:
 
 
 def _configure_api(app: Flask) -> None:
+    from . import metrics
     from .api import errors, health, ratelimit, rest_api
+    from .api import metrics as metrics_api
     from .api.admin import audit as admin_audit
     from .api.admin import migrations, plans, tenants
     from .api.openapi import ProblemJsonPlugin
@@ -118,6 +122,10 @@ def _configure_api(app: Flask) -> None:
         account.blp, repositories.blp, api_keys.blp, audit.blp,
     ):
         rest_api.register_blueprint(blueprint)
+    if app.config["METRICS_ENABLED"]:
+        rest_api.register_blueprint(metrics_api.blp)
+        with app.app_context():  # only a process that serves requests is scraped
+            metrics.instrument_pool(db.engine)
     errors.register(app)
     ratelimit.init_app(app)
 
@@ -126,7 +134,11 @@ def _configure_requests(app: Flask) -> None:
     from .api.auth import release_tenant, request_id
     from .api.errors import handle_exception
     from .api.inputs import check_request
+    from .api.observe import finish, start
 
+    # First in, last out: the measured time covers everything, and the status is the one sent.
+    app.before_request(start)
+    app.after_request(finish)
     # A body that is not JSON (415) or does not parse (400); NUL characters and unpaired
     # surrogates, which PostgreSQL text cannot hold, anywhere in the input (422).
     app.before_request(check_request)

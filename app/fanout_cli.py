@@ -30,15 +30,18 @@ from .tenancy.naming import schema_name_for
 
 
 @contextmanager
-def _quiet_alembic() -> Iterator[None]:
-    """Scratch schemas and offline rendering are details: keep Alembic's INFO lines off stderr."""
-    logger = logging.getLogger("alembic")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
+def _quiet_alembic(name: str = "alembic", level: int = logging.WARNING) -> Iterator[None]:
+    """Scratch schemas and offline rendering are details: keep Alembic's INFO lines off stderr.
+
+    Also used for the fan-out's own log lines while a bar is drawn: the bar says the same.
+    """
+    logger = logging.getLogger(name)
+    previous = logger.level
+    logger.setLevel(level)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        logger.setLevel(previous)
 
 
 def _usage_error(message: str) -> None:
@@ -168,10 +171,12 @@ def tenants_migrate(
         if dry_run or as_sql:
             _preview(options, as_sql=as_sql, as_json=as_json)
             return
-        progress = BarProgress(sys.stderr) if sys.stderr.isatty() else LogProgress(sys.stderr)
+        on_terminal = sys.stderr.isatty()
+        progress = BarProgress(sys.stderr) if on_terminal else LogProgress(sys.stderr)
         url = db.engine.url.render_as_string(hide_password=False)
         try:
-            report = fanout.run(url, options, progress)
+            with _quiet_alembic("app.tenancy.fanout", logging.ERROR if on_terminal else logging.NOTSET):
+                report = fanout.run(url, options, progress)
         finally:
             progress.finish()
     except (FanoutLocked, UnknownRevision, TenantNotFound) as exc:

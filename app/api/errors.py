@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, g, json
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
@@ -57,6 +57,7 @@ class ProblemType:
 
 VALIDATION = ProblemType(422, "validation-error", "Request validation failed")
 INTERNAL = ProblemType(500, "internal-error", "Internal server error", public_detail=False)
+DATABASE_UNAVAILABLE = ProblemType(503, "database-unavailable", "Database unavailable", public_detail=False)
 
 ERRORS: dict[type[BaseException], ProblemType] = {
     InvalidSlug: VALIDATION,
@@ -79,8 +80,8 @@ ERRORS: dict[type[BaseException], ProblemType] = {
         500, "provisioning-failed", "Provisioning failed; nothing was created", public_detail=False
     ),
     TenantContextError: INTERNAL,
-    OperationalError: ProblemType(503, "database-unavailable", "Database unavailable", False),
-    PoolTimeout: ProblemType(503, "database-unavailable", "Database unavailable", False),
+    OperationalError: DATABASE_UNAVAILABLE,
+    PoolTimeout: DATABASE_UNAVAILABLE,
 }
 
 #: Problem types of plain HTTP errors, by status.
@@ -126,6 +127,11 @@ def problem(
 
 
 def lookup(exc: BaseException) -> ProblemType | None:
+    # A lost connection is not always an OperationalError: psycopg raises InterfaceError
+    # ("the connection is closed") on a connection the server dropped; SQLAlchemy flags
+    # every error it recognises as a disconnect.
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return DATABASE_UNAVAILABLE
     for cls in type(exc).__mro__:
         if cls in ERRORS:
             return ERRORS[cls]

@@ -1,7 +1,15 @@
-"""/healthz (the process is up) and /readyz (the database answers, public schema at head)."""
+"""/healthz (the process is up) and /readyz (the database answers, public schema at head).
+
+/readyz answers 503 (problem+json) when the database does not answer (``OperationalError``,
+mapped in :mod:`app.api.errors`) or the public schema is not at head: this process
+cannot serve. Tenant schemas behind head are reported, never a reason for 503: they
+keep working at their revision (expand/contract), and ``flask tenants migrate``
+brings them forward while the service runs.
+"""
 
 from __future__ import annotations
 
+from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields
@@ -9,6 +17,8 @@ from werkzeug.exceptions import ServiceUnavailable
 
 from app import public_migrations
 from app.extensions import db
+from app.tenancy import directory
+from app.tenancy.migrations import head_revision
 
 blp = Blueprint("health", __name__, description="Liveness and readiness probes.")
 
@@ -17,6 +27,10 @@ class HealthSchema(Schema):
     status = fields.String()
     public_revision = fields.String(allow_none=True)
     public_head = fields.String(allow_none=True)
+    tenant_head = fields.String(metadata={"description": "Head of the tenant migration stream."})
+    tenant_schemas_behind = fields.Integer(
+        metadata={"description": "Tenants whose recorded schema revision is not tenant_head (flask tenants migrate)."}
+    )
 
 
 @blp.route("/healthz")
@@ -34,11 +48,18 @@ class Ready(MethodView):
     @blp.response(200, HealthSchema)
     @blp.alt_response(503, description="Database unreachable or public schema behind head.")
     def get(self):
-        """Ready to serve: the database answers and the public schema is at head."""
+        """Ready to serve: the database answers and the public schema is at head.
+
+        Also says how many tenant schemas are behind the tenant head; that never fails it.
+        """
         current = public_migrations.current_revision(db.session().connection())
         head = public_migrations.head_revision()
         if current != head:
             raise ServiceUnavailable(
                 f"The public schema is at {current or 'nothing'}, not {head}: run `flask db upgrade`."
             )
-        return {"status": "ready", "public_revision": current, "public_head": head}
+        tenant_head = head_revision(current_app.config["TENANT_MIGRATIONS_LOCATION"])
+        return {
+            "status": "ready", "public_revision": current, "public_head": head,
+            "tenant_head": tenant_head, "tenant_schemas_behind": directory.count_behind(db.session(), tenant_head),
+        }

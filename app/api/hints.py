@@ -34,6 +34,8 @@ import logging
 from flask import current_app, request
 from werkzeug.exceptions import NotFound
 
+from app.logs import redact
+
 log = logging.getLogger(__name__)
 
 
@@ -81,5 +83,6 @@ def check_hints(slug: str) -> None:
 
 
 def _mismatch(source: str, hint: str, slug: str) -> None:
-    log.info("%s hint %r does not name the credential's tenant %r: 404", source, hint[:80], slug)
+    # The hint is client input: a credential sent there by mistake must not reach the log.
+    log.info("%s hint %r does not name the credential's tenant %r: 404", source, redact(hint[:80]), slug)
     raise NotFound()

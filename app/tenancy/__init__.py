@@ -15,6 +15,7 @@ One module per concern:
 - ``api_keys``      issuing, checking, listing and revoking tenant API keys
 - ``provisioning``  create a tenant atomically (row + schema + migrations + first key)
 - ``audit``         who acts (a context value) and the two audit trails it writes
+- ``events``        log lines about tenants, written when their transaction commits
 - ``portability``   export one tenant to a file, import a file into a new tenant
 """
 

@@ -2,13 +2,18 @@
 
 Every transaction a session begins first runs::
 
-    SELECT set_config('search_path', '"t_acme"', true)
+    SELECT set_config('search_path', '"t_acme"', true), set_config('application_name', 'tenantry:acme', true)
 
 ``true`` makes the setting transaction-local (``SET LOCAL``): PostgreSQL reverts it at
 COMMIT or ROLLBACK, whatever happens, so a pooled connection (or a PgBouncer server
 connection in transaction mode) never carries one tenant's path into the next
 transaction. The path holds only the tenant's schema: public models are
 schema-qualified, and a missing tenant table must fail, not fall through to ``public``.
+
+The same statement sets ``application_name`` (also transaction-local) to
+``tenantry:<slug>``, so ``pg_stat_activity`` and the server log (``%a`` in
+``log_line_prefix``) show which tenant a busy or slow backend is serving, at no extra
+round trip; at COMMIT it reverts to the connection's own name.
 
 With no tenant bound the path is ``pg_catalog``, where no tenant table exists, and the
 ORM guards below raise :class:`TenantContextError` before a tenant model is read or
@@ -38,15 +43,26 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 from sqlalchemy.orm.attributes import instance_state
 
+from . import events
 from .context import TenantBinding, current_tenant
 from .errors import TenantContextError
 
 #: The search_path of a transaction with no tenant: nothing of ours resolves there.
 DENY_SEARCH_PATH = "pg_catalog"
 
+#: ``application_name`` of a transaction serving a tenant: this prefix and its slug
+#: (at most 49 characters, under PostgreSQL's 63).
+APPLICATION_NAME_PREFIX = "tenantry:"
+
 _SET_SEARCH_PATH = "SELECT set_config('search_path', %(path)s, true)"
+_SET_APPLICATION_NAME = "set_config('application_name', %(app)s, true)"
+#: A transaction leaving its tenant goes back to the connection's own name (what RESET
+#: would restore: the setting is only ever changed transaction-locally).
+_RESET_APPLICATION_NAME = (
+    "set_config('application_name', (SELECT reset_val FROM pg_settings WHERE name = 'application_name'), true)"
+)
 #: With the role layer on (app.tenancy.roles): the tenant's role too, in the same statement.
-_SET_SEARCH_PATH_AND_ROLE = "SELECT set_config('search_path', %(path)s, true), set_config('role', %(role)s, true)"
+_SET_ROLE = "set_config('role', %(role)s, true)"
 
 # session.info keys. APPLIED: what the open transaction's search_path was set to (a
 # binding, or None for "deny"); absent when the transaction has no connection yet.
@@ -60,19 +76,37 @@ def search_path_for(binding: TenantBinding | None) -> str:
     return DENY_SEARCH_PATH if binding is None else binding.quoted_schema
 
 
-def set_search_path(connection: Connection, binding: TenantBinding | None, *, reset_role: bool = False) -> None:
-    """Make the open transaction on ``connection`` serve ``binding`` (bound parameters).
+def application_name_for(binding: TenantBinding) -> str:
+    """The ``application_name`` of a transaction serving ``binding``."""
+    return APPLICATION_NAME_PREFIX + binding.slug
 
-    A binding with a role takes it for the rest of the transaction; ``reset_role``
-    returns to the login user (a transaction leaving a tenant with a role).
+
+def set_search_path(
+    connection: Connection, binding: TenantBinding | None, *, reset_role: bool = False, leaving: bool = False
+) -> None:
+    """Make the open transaction on ``connection`` serve ``binding``, in one statement (bound parameters).
+
+    A binding also names the transaction (``application_name``) and, with a role, takes
+    that role for the rest of the transaction. ``leaving``: the transaction served a
+    tenant until now, so its name goes back to the connection's; ``reset_role``: it
+    held that tenant's role, so it returns to the login user.
     """
-    role = binding.role if binding is not None else None
-    if role is None and not reset_role:
-        set_local_search_path(connection, search_path_for(binding))
-        return
     path = search_path_for(binding)
-    got = connection.exec_driver_sql(_SET_SEARCH_PATH_AND_ROLE, {"path": path, "role": role or "none"}).one()
-    _verify(path, got[0])
+    role = binding.role if binding is not None else None
+    if binding is None and not (leaving or reset_role):  # the common case: a transaction begins unbound
+        set_local_search_path(connection, path)
+        return
+    columns = [_SET_SEARCH_PATH]
+    params: dict[str, Any] = {"path": path}
+    if binding is not None:
+        columns.append(_SET_APPLICATION_NAME)
+        params["app"] = application_name_for(binding)
+    elif leaving:
+        columns.append(_RESET_APPLICATION_NAME)
+    if role is not None or reset_role:
+        columns.append(_SET_ROLE)
+        params["role"] = role or "none"
+    _verify(path, connection.exec_driver_sql(", ".join(columns), params).first()[0])
 
 
 @contextmanager
@@ -134,7 +168,10 @@ def apply_binding(session: Session) -> None:
             f"{binding.slug!r} too. Commit or roll back before switching tenants."
         )
     previous = session.info[_APPLIED]
-    set_search_path(session.connection(), binding, reset_role=previous is not None and previous.role is not None)
+    set_search_path(
+        session.connection(), binding,
+        reset_role=previous is not None and previous.role is not None, leaving=previous is not None,
+    )
     _record(session, binding)
 
 
@@ -211,11 +248,12 @@ _LISTENERS = (
     ("after_transaction_end", _after_transaction_end),
     ("do_orm_execute", _do_orm_execute),
     ("before_flush", _before_flush),
+    *events.LISTENERS,  # tenant log lines written at COMMIT ride along: same sessions
 )
 
 
 def install(target: Any) -> None:
-    """Install per-transaction binding on a Session class, sessionmaker or scoped_session.
+    """Install per-transaction binding (and :mod:`.events`) on a Session class, sessionmaker or scoped_session.
 
     Idempotent: installing twice on the same target does not bind twice. The targets
     already installed are remembered in a WeakSet, not asked of ``event.contains()``:

@@ -1,8 +1,8 @@
-"""Looking tenants up in ``public.tenants``: by slug, and page by page (optionally by revision)."""
+"""Looking tenants up in ``public.tenants``: by slug, page by page (optionally by revision), counted."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models.public import Tenant
@@ -48,3 +48,8 @@ def list_tenants(
             else Tenant.schema_revision.is_not_distinct_from(behind_of)
         )
     return make_page(session.scalars(stmt).all(), limit, lambda t: t.slug)
+
+
+def count_behind(session: Session, head: str) -> int:
+    """How many tenants have a recorded ``schema_revision`` other than ``head`` (none recorded counts)."""
+    return session.scalar(select(func.count()).select_from(Tenant).where(Tenant.schema_revision.is_distinct_from(head)))

@@ -334,6 +334,11 @@ class _Run:
         self.counts.remaining = len(the_plan.deferred)
         self.seen.update(t.tenant_id for t in (*the_plan.pending, *the_plan.current, *the_plan.deferred))
         self.queue.extend(self._task(t) for t in the_plan.pending)
+        log.info(
+            "fanout.started: run %s, %s schemas to %s", self.run_id, self.counts.total, self.target,
+            extra={"event": "fanout.started", "run_id": self.run_id, "target": self.target,
+                   "total": self.counts.total, "current": self.counts.current, "deferred": self.counts.remaining},
+        )
         self.progress.started(self.run_id, self.counts)
         status = "aborted"
         try:
@@ -348,6 +353,15 @@ class _Run:
                 worker.thread.join(max(0.0, deadline - time.monotonic()))
             if not self.connection.invalidated:
                 self._update_run(status)
+            c = self.counts
+            log.log(
+                logging.INFO if status == "succeeded" else logging.WARNING,
+                "fanout.finished: run %s %s (%s migrated, %s failed)", self.run_id, status, c.migrated, c.failed,
+                extra={"event": "fanout.finished", "run_id": self.run_id, "run_status": status, "target": self.target,
+                       "migrated": c.migrated, "current": c.current, "failed": c.failed, "skipped": c.skipped,
+                       "deleted": c.deleted, "remaining": c.remaining,
+                       "duration_ms": round((time.monotonic() - started) * 1000, 1)},
+            )
         return RunReport(
             run_id=self.run_id, target=self.target, counts=self.counts, failures=self.failures,
             elapsed_s=time.monotonic() - started, status=status,
@@ -427,6 +441,12 @@ class _Run:
             duration_ms=result.get("duration_ms", 0.0), error=result.get("error"),
         )
         if outcome.status == "failed":
+            log.warning(
+                "fanout.schema_failed: %s (run %s, attempt %s): %s", outcome.slug, self.run_id, attempt, outcome.error,
+                extra={"event": "fanout.schema_failed", "run_id": self.run_id, "tenant": outcome.slug,
+                       "from_revision": outcome.from_revision, "attempts": attempt, "error": outcome.error,
+                       "duration_ms": outcome.duration_ms},
+            )
             self.counts.failed += 1
             self.failures.append(outcome)
             self._record_outcome(outcome, tenant_id=outcome.tenant_id)

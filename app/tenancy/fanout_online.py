@@ -104,6 +104,7 @@ class OnlineMigrator:
             exists, versioned, _ = _last_row(cursor.execute(
                 f"SELECT set_config('lock_timeout', {self.timeouts_sql[0]}, true),"
                 f" set_config('statement_timeout', {self.timeouts_sql[1]}, true),"
+                f" set_config('application_name', '{APPLICATION_NAME}:{slug}', true),"
                 f" pg_advisory_xact_lock({LOCK_NAMESPACE}, hashtext('{slug}'));"
                 f" SELECT EXISTS (SELECT 1 FROM public.tenants WHERE id = {int(task['tenant_id'])}),"
                 f" to_regclass('{quoted}.alembic_version') IS NOT NULL,"

@@ -36,7 +36,7 @@ from .naming import quote_ident, schema_name_for, validate_role, validate_slug
 #: too many connections, server starting or shutting down.
 RETRYABLE_SQLSTATES = frozenset({"55P03", "40P01", "40001", "53300", "57P03", "57P01"})
 
-#: How worker connections show in pg_stat_activity.
+#: How worker connections show in pg_stat_activity; ``<this>:<slug>`` while a schema is migrated.
 APPLICATION_NAME = "tenantry-fanout-worker"
 
 #: Errors of the one-round-trip path's check that send the schema down the slower path
@@ -179,10 +179,12 @@ class RenderedMigrator:
         return {"status": status, "from": current, "to": self.target}
 
     def _lock_sql(self, task: dict[str, Any], slug: str) -> str:
-        """The schema transaction's first statement: its timeouts and the tenant's advisory lock."""
+        """The schema transaction's first statement: its timeouts, its name (the tenant, for
+        pg_stat_activity, also while it waits) and the tenant's advisory lock."""
         return (
             f"SELECT set_config('lock_timeout', {self.timeouts_sql[0]}, true),"
             f" set_config('statement_timeout', {self.timeouts_sql[1]}, true),"
+            f" set_config('application_name', '{APPLICATION_NAME}:{slug}', true),"
             f" pg_advisory_xact_lock({LOCK_NAMESPACE}, hashtext('{slug}'))"
         )
 

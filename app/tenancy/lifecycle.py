@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.models.public import TENANT_STATUSES, Plan, Tenant
 
-from . import audit, roles
+from . import audit, events, roles
 from .errors import InvalidTenantChange, TenantBusy, TenantNotFound, UnknownPlan
 from .locks import LOCK_NAMESPACE
 from .naming import quote_ident
@@ -115,7 +115,9 @@ def _locked(session: Session, slug: str) -> Tenant:
 
 
 def _event(session: Session, tenant: Tenant, action: str, before: dict | None, after: dict | None) -> None:
+    """The change's audit event, in its transaction, and its log line, once that commits."""
     audit.record_platform(
         session, action, "tenant", tenant.slug, tenant_id=tenant.id, tenant_slug=tenant.slug,
         before=before, after=after,
     )
+    events.log_on_commit(session, action, tenant.slug, f"{action}: {tenant.slug}")

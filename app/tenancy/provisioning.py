@@ -9,6 +9,8 @@ slug; the loser waits for the winner's commit, then sees the row and gets
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, fields
 from datetime import datetime
 
@@ -25,6 +27,8 @@ from .context import current_tenant
 from .errors import ProvisioningFailed, TenancyError, TenantAlreadyExists, UnknownPlan
 from .migrations import build_new_schema, head_revision
 from .naming import quote_ident, quote_role, schema_name_for, validate_slug
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -78,16 +82,39 @@ def provision_tenant(
     schema_name_for(validate_slug(slug))  # InvalidSlug before any SQL
     if session.in_transaction():
         raise RuntimeError("provision_tenant() needs a session with no open transaction")
+    started = time.perf_counter()
     try:
         with session.begin():
-            return provision_in_transaction(
+            provisioned = provision_in_transaction(
                 session, slug=slug, name=name, plan=plan, location=migrations_location, revision=revision,
                 tenant_role=tenant_role,
             )
-    except TenancyError:
+    except TenancyError as exc:
+        _log_failure(slug, started, exc)
         raise
     except Exception as exc:  # a failed migration, a lost connection: already rolled back
+        _log_failure(slug, started, exc)
         raise ProvisioningFailed(slug, exc) from exc
+    log.info(
+        "tenant.provisioned: %s", slug,
+        extra={"event": "tenant.provisioned", "tenant": slug, "plan": plan,
+               "schema_revision": provisioned.tenant.schema_revision, "duration_ms": _ms_since(started)},
+    )
+    return provisioned
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+def _log_failure(slug: str, started: float, exc: BaseException) -> None:
+    """A refusal (slug taken, unknown plan) is INFO; anything else is a WARNING (the caller logs the details)."""
+    level = logging.INFO if isinstance(exc, TenancyError) else logging.WARNING
+    log.log(
+        level, "tenant.provisioning_failed: %s (%s)", slug, type(exc).__name__,
+        extra={"event": "tenant.provisioning_failed", "tenant": slug, "error": type(exc).__name__,
+               "duration_ms": _ms_since(started)},
+    )
 
 
 def provision_in_transaction(

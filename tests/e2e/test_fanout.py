@@ -263,8 +263,9 @@ def test_a_lock_released_between_attempts_lets_the_retry_succeed(make_tenant, en
     def blocked_workers() -> int:
         with engine.connect() as conn:  # a new transaction each time: pg_stat_activity is a snapshot
             return conn.exec_driver_sql(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tenantry-fanout-worker'"
-                " AND wait_event_type = 'Lock'").scalar()
+                # A worker names its connection after the schema it migrates ('...:<slug>').
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tenantry-fanout-worker:' || %(slug)s"
+                " AND wait_event_type = 'Lock'", {"slug": slug}).scalar()
 
     def release_after_the_first_attempt_gave_up() -> None:
         try:

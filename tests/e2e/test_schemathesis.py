@@ -3,7 +3,7 @@
 Every operation of ``/v1/openapi.json`` (loaded from the WSGI app) gets generated
 requests, valid and invalid ones (schemathesis' positive and negative modes), sent with
 the credentials it needs: the admin token on ``/v1/admin/*``, a tenant admin key on the
-tenant API, nothing on the probes. Every response must
+tenant API, nothing on the probes and /metrics. Every response must
 
 - not be a 5xx;
 - have a documented status, content type, headers and body (the response schemas);
@@ -59,6 +59,7 @@ CHECKS = [
 OPERATIONS = [
     ("GET", "/healthz"),
     ("GET", "/readyz"),
+    ("GET", "/metrics"),
     ("GET", "/v1/admin/tenants"),
     ("POST", "/v1/admin/tenants"),
     ("GET", "/v1/admin/tenants/{slug}"),
@@ -152,7 +153,7 @@ def test_every_error_response_is_documented_as_a_problem_document(client):
                 assert list(response["content"]) == ["application/problem+json"], (method, path, status)
                 schema = response["content"]["application/problem+json"]["schema"]["$ref"]
                 assert schema.endswith(("/Problem", "/QuotaProblem")), (method, path, status, schema)
-    for probe in ("/healthz", "/readyz"):
+    for probe in ("/healthz", "/readyz", "/metrics"):
         assert spec["paths"][probe]["get"]["security"] == []
 
 

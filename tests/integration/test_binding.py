@@ -94,6 +94,35 @@ def test_the_setting_dies_with_the_transaction(engine, session_factory, tenant):
             raw.rollback()
 
 
+def test_pg_stat_activity_names_the_tenant_for_the_transaction_only(session_factory, tenantry_database_url, tenant):
+    """Read from another backend, as an operator would: the name is set, then gone at COMMIT."""
+    import psycopg
+
+    def seen_by_others(pid: int) -> str:
+        with psycopg.connect(tenantry_database_url.replace("+psycopg", ""), autocommit=True) as watcher:
+            return watcher.execute("SELECT application_name FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()[0]
+
+    with tenant_scope(tenant.binding), session_factory() as session:
+        pid = session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        assert seen_by_others(pid) == f"tenantry:{tenant.slug}"
+        session.commit()
+        assert seen_by_others(pid) == "tenantry"  # the connection's own name, from connect_args
+    with session_factory() as session:  # a transaction with no tenant leaves the name alone
+        session.connection()
+        assert seen_by_others(session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()) == "tenantry"
+
+
+def test_leaving_the_tenant_inside_a_transaction_gives_the_name_back(session_factory, tenant):
+    def name(session) -> str:
+        return session.connection().exec_driver_sql("SELECT current_setting('application_name')").scalar()
+
+    with session_factory() as session:
+        session.execute(text("SELECT 1 FROM public.plans LIMIT 1"))
+        with tenant_scope(tenant.binding, session):
+            assert name(session) == f"tenantry:{tenant.slug}"
+        assert name(session) == "tenantry"
+
+
 def test_binding_inside_an_open_transaction_applies_at_once(session_factory, tenant):
     with session_factory() as session:
         session.execute(text("SELECT 1 FROM public.plans LIMIT 1"))  # like the API-key lookup

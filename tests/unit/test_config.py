@@ -40,3 +40,35 @@ def test_defaults_cover_every_setting_and_need_no_environment():
 )
 def test_urls_always_use_psycopg3(url):
     assert sqlalchemy_url(url) == "postgresql+psycopg://u@h/db"
+
+
+@pytest.mark.parametrize(("raw", "parsed"), [("json", "json"), (" JSON ", "json"), ("console", "console")])
+def test_log_format_is_console_or_json(raw, parsed):
+    assert from_env({"LOG_FORMAT": raw}) == {"LOG_FORMAT": parsed}
+    assert defaults()["LOG_FORMAT"] == "console"
+
+
+def test_a_bad_log_format_names_the_variable():
+    with pytest.raises(ConfigError, match="LOG_FORMAT"):
+        from_env({"LOG_FORMAT": "xml"})
+
+
+@pytest.mark.parametrize(("raw", "parsed"), [("off", False), ("0", False), ("on", True), ("true", True)])
+def test_metrics_can_be_switched_off(raw, parsed):
+    assert from_env({"METRICS_ENABLED": raw}) == {"METRICS_ENABLED": parsed}
+
+
+def test_the_multiprocess_dir_must_exist(tmp_path):
+    assert from_env({"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}) == {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    with pytest.raises(ConfigError, match="PROMETHEUS_MULTIPROC_DIR"):
+        from_env({"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "missing")})
+
+
+def test_the_multiprocess_dir_given_as_a_mapping_must_match_the_environment(tmp_path, monkeypatch):
+    from app.config import validate
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    with pytest.raises(ConfigError, match="PROMETHEUS_MULTIPROC_DIR must be set in the environment"):
+        validate({"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    validate({"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})

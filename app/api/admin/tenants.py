@@ -8,6 +8,7 @@ from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from app import metrics
 from app.api.auth import require_admin
 from app.extensions import db, tenant_roles_active
 from app.schemas.tenants import (
@@ -50,9 +51,10 @@ class Tenants(MethodView):
         The response carries the API key's secret; it is shown this once.
         """
         location = current_app.config["TENANT_MIGRATIONS_LOCATION"]
-        return provision_tenant(
-            db.session(), **body, migrations_location=location, tenant_role=tenant_roles_active()
-        )
+        with metrics.observe_provisioning():
+            return provision_tenant(
+                db.session(), **body, migrations_location=location, tenant_role=tenant_roles_active()
+            )
 
 
 @blp.route("/<slug>")
