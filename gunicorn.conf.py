@@ -70,3 +70,11 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 # No control socket (gunicorn 25+ would create one under $HOME, which the image's user
 # has none of); signals still manage the server: TERM, HUP, TTIN/TTOU.
 control_socket_disable = True
+
+
+def child_exit(server, worker):  # noqa: ANN001, ANN201 - gunicorn's hook signature
+    """Multiprocess metrics (PROMETHEUS_MULTIPROC_DIR): drop a dead worker's live gauges."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from app.metrics import child_exit as drop_dead_worker
+
+        drop_dead_worker(server, worker)
