@@ -71,10 +71,13 @@ def require_admin() -> None:
 def require_tenant_key() -> None:
     """``before_request`` of the tenant API: authenticate the key or JWT, bind its tenant.
 
-    The credential's tenant lookup opens the request's transaction; the tenant hints are
-    checked next (404 on a mismatch, before anything is bound or counted); binding then
-    applies the tenant's search_path to that same transaction at once. Then the request
-    is counted against the tenant's rate limit (429 when its plan's budget is spent).
+    The credential's tenant lookup opens the request's transaction; for an API key the
+    same statement binds the key's tenant (search_path, application_name, role) when the
+    key is good, so identity and binding cost one round trip. The tenant hints are
+    checked next (404 on a mismatch, before anything is counted; the transaction goes
+    back to the deny path); binding the context then finds the transaction already bound
+    (a JWT's tenant is bound here, one statement more). Then the request is counted
+    against the tenant's rate limit (429 when its plan's budget is spent).
     """
     token = bearer_token()
     key: ApiKey | None = None
@@ -83,11 +86,16 @@ def require_tenant_key() -> None:
         role = claims.role
         actor = audit.Actor(label=f"jwt:{claims.subject}", role=role, request_id=request_id())
     else:
-        key, tenant = api_keys.authenticate(db.session(), token, touch=False)
+        # One round trip finds the key and binds its tenant's schema to the transaction.
+        key, tenant = api_keys.authenticate(db.session(), token, touch=False, bind=True)
         role = key.role
         actor = audit.Actor(label=f"api-key:{key.id}", api_key_id=key.id, role=role, request_id=request_id())
         _touch_at_the_end(key)
-    check_hints(tenant.slug)
+    try:
+        check_hints(tenant.slug)
+    except Exception:
+        apply_binding(db.session())  # the context has no tenant: the transaction follows it (deny)
+        raise
 
     g.api_key = key  # None for a JWT
     g.role = role
@@ -103,8 +111,8 @@ def _touch_at_the_end(key: ApiKey) -> None:
 
     @after_this_request
     def touch_key(response: Response) -> Response:  # runs before the unit of work commits
-        if response.status_code >= 400:
-            return response  # rolled back anyway
+        if response.status_code >= 400 or not api_keys.needs_touch(key):
+            return response  # rolled back anyway, or touched less than a minute ago
         try:
             with platform_access(db.session()):
                 api_keys.touch_last_used(db.session(), key)

@@ -21,12 +21,14 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 
 from app.models.public import API_KEY_ROLES, ApiKey, Tenant
 from app.pagination import Page, decode_cursor, make_page
 
+from . import binding
+from .context import TenantBinding
 from .errors import ApiKeyAlreadyRevoked, ApiKeyNotFound, InvalidApiKey, LastAdminKey, TenantSuspended
 
 TOKEN_PREFIX = "tnt"
@@ -144,13 +146,20 @@ def looks_like_api_key(token: str) -> bool:
     return token.startswith(TOKEN_PREFIX + "_")
 
 
-def authenticate(session: Session, token: str, *, touch: bool = True) -> tuple[ApiKey, Tenant]:
+def authenticate(
+    session: Session, token: str, *, touch: bool = True, bind: bool = False
+) -> tuple[ApiKey, Tenant]:
     """Resolve a bearer token to its key and tenant, or raise.
 
     The database is read every time (no cache), so a revocation committed by any
     process is refused by every process from the next request on. With ``touch``,
     ``last_used_at`` is refreshed here (see :func:`touch_last_used`); the HTTP layer
     passes ``False`` and touches at the end of the request instead.
+
+    With ``bind``, the same statement binds the transaction it opens: the key's tenant
+    (search_path, ``application_name``, role) when the key is good, the deny path
+    otherwise (:func:`app.tenancy.binding.opening_statement_binds`). A request then
+    pays one round trip for "who is this, and which schema", not three.
 
     :raise InvalidApiKey: malformed, unknown, revoked, or the secret does not match.
     :raise TenantSuspended: the key is valid but its tenant is suspended.
@@ -162,17 +171,32 @@ def authenticate(session: Session, token: str, *, touch: bool = True) -> tuple[A
             " (the admin token is for /v1/admin only)."
         )
     _, prefix, secret = parts
-    row = session.execute(
-        select(ApiKey, Tenant).join(Tenant, Tenant.id == ApiKey.tenant_id).where(
-            ApiKey.prefix == prefix
-        )
-    ).first()
+    hashed = hash_secret(secret)
+    query = select(ApiKey, Tenant).join(Tenant, Tenant.id == ApiKey.tenant_id).where(ApiKey.prefix == prefix)
+    if not bind:
+        row = session.execute(query).first()
+    else:
+        with binding.opening_statement_binds(session):
+            # The secret is checked here, in constant time, not in SQL: the statement binds
+            # a live key's tenant, and a wrong secret puts the deny path back below
+            # before anything else runs in the transaction.
+            row = session.execute(query.add_columns(*binding.binding_columns(
+                good=and_(ApiKey.revoked_at.is_(None), Tenant.status == "active"),
+                schema_name=Tenant.schema_name, slug=Tenant.slug, role=Tenant.db_role,
+            ))).first()
     # Compare against a dummy hash when the prefix is unknown, so timing does not tell
     # an attacker which prefixes exist.
     expected = row[0].secret_hash if row else hash_secret(prefix)
-    if not hmac.compare_digest(expected, hash_secret(secret)) or row is None:
+    good = hmac.compare_digest(expected, hashed) and row is not None
+    key, tenant = (row[0], row[1]) if row is not None else (None, None)
+    if bind:
+        live = key is not None and tenant is not None and key.revoked_at is None and tenant.status == "active"
+        if good and live:
+            binding.adopt(session, TenantBinding.for_slug(tenant.id, tenant.slug, tenant.db_role), row[2])
+        else:  # deny: as the statement reported (dead key), or set now (no row, wrong secret)
+            binding.adopt(session, None, row[2] if row is not None and not live else None)
+    if not good or key is None or tenant is None:
         raise InvalidApiKey("Unknown API key.")
-    key, tenant = row
     if key.revoked_at is not None:
         raise InvalidApiKey("This API key has been revoked.")
     if tenant.status != "active":
@@ -180,6 +204,11 @@ def authenticate(session: Session, token: str, *, touch: bool = True) -> tuple[A
     if touch:
         touch_last_used(session, key)
     return key, tenant
+
+
+def needs_touch(key: ApiKey) -> bool:
+    """Whether :func:`touch_last_used` would write: ``last_used_at`` is unset or older than the resolution."""
+    return key.last_used_at is None or datetime.now(UTC) - key.last_used_at > LAST_USED_RESOLUTION
 
 
 def touch_last_used(session: Session, key: ApiKey) -> None:
@@ -192,9 +221,9 @@ def touch_last_used(session: Session, key: ApiKey) -> None:
     row lock while it waits for another (see :func:`revoke_api_key`) could deadlock
     with one doing the same the other way round.
     """
-    now = datetime.now(UTC)
-    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
-        session.execute(
-            update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now),
-            execution_options={"synchronize_session": False},
-        )
+    if not needs_touch(key):
+        return
+    session.execute(
+        update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=datetime.now(UTC)),
+        execution_options={"synchronize_session": False},
+    )

@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import ColumnElement, and_, case, event, func, literal
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 from sqlalchemy.orm.attributes import instance_state
@@ -69,6 +69,9 @@ _SET_ROLE = "set_config('role', %(role)s, true)"
 # SERVED: the tenant this transaction has served, once it served one.
 _APPLIED = "tenantry.applied"
 _SERVED = "tenantry.served"
+# SELF_BOUND: the transaction about to begin takes its binding from its first statement
+# (see opening_statement_binds); after_begin leaves it to that statement.
+_SELF_BOUND = "tenantry.self_bound"
 
 
 def search_path_for(binding: TenantBinding | None) -> str:
@@ -181,7 +184,67 @@ def _record(session: Session, binding: TenantBinding | None) -> None:
         session.info[_SERVED] = binding
 
 
+@contextmanager
+def opening_statement_binds(session: Session) -> Iterator[None]:
+    """The statement run inside this block sets the transaction's binding itself.
+
+    For the credential lookup that opens a request's transaction
+    (:func:`app.tenancy.api_keys.authenticate` with ``bind=True``): it sets the
+    search_path, ``application_name`` and role of the key's tenant, or the deny path,
+    in the same statement that finds the key, and :func:`adopt` then records what it
+    reported. ``after_begin`` would otherwise spend a round trip on the deny path just
+    before. When the session's transaction is already open, nothing is skipped (the
+    statement still binds, over the path ``after_begin`` set). The flag never outlives
+    the block: a lookup that raises before reaching the database leaves nothing behind.
+    """
+    fresh = not session.in_transaction()
+    if fresh:
+        session.info[_SELF_BOUND] = True
+    try:
+        yield
+    finally:
+        session.info.pop(_SELF_BOUND, None)
+
+
+def binding_columns(
+    *, good: ColumnElement[bool], schema_name: ColumnElement[str], slug: ColumnElement[str],
+    role: ColumnElement[str | None],
+) -> tuple[ColumnElement[str], ...]:
+    """``set_config`` columns binding the transaction to the row's tenant when ``good``, else denying.
+
+    For the opening statement of :func:`opening_statement_binds`. The search_path comes
+    first (what :func:`adopt` verifies); the values are the ones :func:`set_search_path`
+    would set for that tenant (``schema_name`` is a validated tenant schema name: the
+    tenants table's CHECK constraint holds it to ``t_`` and a slug, so it needs no
+    escaping inside the double quotes).
+    """
+    return (
+        func.set_config("search_path", case(
+            (good, literal('"') + schema_name + literal('"')), else_=literal(DENY_SEARCH_PATH)), True),
+        func.set_config("application_name", case(
+            (good, literal(APPLICATION_NAME_PREFIX) + slug), else_=func.current_setting("application_name")), True),
+        func.set_config("role", case((and_(good, role.is_not(None)), role), else_=literal("none")), True),
+    )
+
+
+def adopt(session: Session, binding: TenantBinding | None, reported_path: str | None) -> None:
+    """Record the binding an opening statement set (see :func:`opening_statement_binds`).
+
+    ``reported_path``: the search_path that statement's ``set_config`` returned, checked
+    like every other binding; None when the statement found no row and set nothing,
+    in which case the deny path is set now.
+    """
+    if reported_path is None:  # whatever the statement may have set: deny, as the login user
+        set_search_path(session.connection(), None, reset_role=True, leaving=True)
+        _record(session, None)
+        return
+    _verify(search_path_for(binding), reported_path)
+    _record(session, binding)
+
+
 def _after_begin(session: Session, transaction: SessionTransaction, connection: Connection) -> None:
+    if session.info.pop(_SELF_BOUND, False):
+        return  # the statement that opens this transaction binds it (opening_statement_binds)
     # SQLAlchemy's advice for this hook: use the Connection given, not the Session.
     binding = current_tenant()
     set_search_path(connection, binding)

@@ -46,10 +46,11 @@ from typing import Any
 import psycopg
 import pytest
 from flask import Flask
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, func, text
 from sqlalchemy.engine import Connection, make_url
 
 from app.extensions import db
+from app.tenancy import api_keys
 from app.tenancy import binding as tenant_binding
 from app.tenancy.context import TenantBinding
 from app.testing import TestTenant
@@ -417,15 +418,31 @@ def set_once_per_connection(connection: Connection, binding: TenantBinding | Non
         connection.info["leaky.search_path"] = path
 
 
-@pytest.mark.parametrize("leaky_binding", [set_without_local, set_once_per_connection])
+_binding_columns = tenant_binding.binding_columns
+
+
+def lookup_binds_without_local(**columns: Any) -> tuple[Any, ...]:
+    """The API-key lookup that binds its tenant (api_keys.authenticate(bind=True)), LOCAL dropped."""
+    path, app_name, role = _binding_columns(**columns)
+    return tuple(
+        func.set_config(*list(column.clauses)[:2], False) for column in (path, app_name, role)
+    )
+
+
+@pytest.mark.parametrize("leaky_binding", [set_without_local, set_once_per_connection, lookup_binds_without_local])
 def test_negative_control_a_session_level_binding_leaks_behind_pgbouncer(
     client, engine, bouncer, pooled_app, tenants, monkeypatch, leaky_binding
 ):
     """The same scenario with a broken binding must fail the checks above: the test can fail.
 
-    Both broken bindings replace ``set_search_path`` (so the transaction start and the
-    switch after the key lookup alike); the ORM guards are left as they are. One server
-    connection in the pool.
+    The first two broken bindings replace ``set_search_path`` (so the transaction start
+    and the switch after the key lookup alike: the key lookup is made not to bind, as it
+    did before it learnt to); ``lookup_binds_without_local`` breaks the key lookup that
+    binds its tenant in the same statement. The ORM guards are left as they are. One
+    server connection in the pool.
+
+    ``lookup_binds_without_local`` leaves a tenant's path (and role, and name) on the
+    server connection at every request, which the probe finds, like the next one.
 
     ``set_without_local`` still sets a path at the start of every transaction, so each
     request reads its own rows; what is left behind is a tenant's path on the server
@@ -440,7 +457,12 @@ def test_negative_control_a_session_level_binding_leaks_behind_pgbouncer(
     ledger = Ledger(tenants)
     seed(client, tenants, ledger)  # with the real binding, so the seeds are where they belong
 
-    monkeypatch.setattr(tenant_binding, "set_search_path", leaky_binding)
+    if leaky_binding is lookup_binds_without_local:
+        monkeypatch.setattr(tenant_binding, "binding_columns", leaky_binding)
+    else:
+        authenticate = api_keys.authenticate
+        monkeypatch.setattr(api_keys, "authenticate", lambda *a, **kw: authenticate(*a, **{**kw, "bind": False}))
+        monkeypatch.setattr(tenant_binding, "set_search_path", leaky_binding)
     seen = run_load(app, tenants, ledger, bouncer.url("pool1"), seed_value=3)
     monkeypatch.undo()
     check_schemas(engine, tenants, ledger, seen)
