@@ -40,6 +40,7 @@ from sqlalchemy.orm.attributes import instance_state
 
 from .context import TenantBinding, current_tenant
 from .errors import TenantContextError
+from .recycling import note_search_path
 
 #: The search_path of a transaction with no tenant: nothing of ours resolves there.
 DENY_SEARCH_PATH = "pg_catalog"
@@ -73,6 +74,8 @@ def set_search_path(connection: Connection, binding: TenantBinding | None, *, re
     path = search_path_for(binding)
     got = connection.exec_driver_sql(_SET_SEARCH_PATH_AND_ROLE, {"path": path, "role": role or "none"}).one()
     _verify(path, got[0])
+    if binding is not None:
+        note_search_path(connection, path)  # counts toward DB_RECYCLE_AFTER_TENANTS
 
 
 @contextmanager
@@ -102,6 +105,8 @@ def platform_access(session: Session) -> Iterator[None]:
 def set_local_search_path(connection: Connection, path: str) -> None:
     """``set_config('search_path', path, true)``: for the open transaction only."""
     _verify(path, connection.exec_driver_sql(_SET_SEARCH_PATH, {"path": path}).scalar())
+    if path != DENY_SEARCH_PATH:
+        note_search_path(connection, path)  # counts toward DB_RECYCLE_AFTER_TENANTS
 
 
 def _verify(wanted: str, got: object) -> None:
