@@ -67,8 +67,11 @@ def note_search_path(connection: Connection, search_path: str) -> None:
         served.add(search_path)
 
 
-def tenants_served(connection: Connection) -> int | None:
-    """How many distinct tenants this pooled connection has served; ``None`` when untracked."""
+def tenants_served(connection: Connection | ConnectionPoolEntry) -> int | None:
+    """How many distinct tenants this pooled connection has served; ``None`` when untracked.
+
+    Takes a :class:`~sqlalchemy.engine.Connection` or the pool record a pool event gets.
+    """
     served = connection.info.get(_SERVED)
     return None if served is None else len(served)
 
