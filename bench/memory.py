@@ -21,7 +21,9 @@ tenant once, in the same order:
 2. **app, recycling off**: the same with ``DB_RECYCLE_AFTER_TENANTS=0``;
 3. **raw**: one psycopg connection, per tenant ``set_config('search_path', …, true)``
    and the SELECT the endpoint sends (``repositories`` by id, limit 51), committed:
-   the physical baseline, what any backend serving those schemas must cache.
+   the physical baseline, what any backend serving those schemas must cache. Then the
+   same with a SELECT from every table of the schema (``repositories``, ``audit_events``,
+   ``alembic_version``): what one schema costs a backend at most, for sizing.
 
 Requests are sequential, so each app pass uses one pooled connection. Backend memory is
 measured twice: ``sum(total_bytes) FROM pg_backend_memory_contexts`` asked by the
@@ -63,7 +65,10 @@ from app.testing import database_server, fresh_database, make_test_app
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
 MEMORY_SQL = "SELECT pg_backend_pid(), (SELECT sum(total_bytes) FROM pg_backend_memory_contexts)::bigint"
-RAW_SELECT = "SELECT * FROM repositories ORDER BY id LIMIT 51"
+RAW_SELECT = ("SELECT * FROM repositories ORDER BY id LIMIT 51",)
+#: Every table of a tenant schema (planning opens each table's indexes too): the most one schema can cost.
+EVERY_TABLE = (*RAW_SELECT, "SELECT * FROM audit_events ORDER BY occurred_at DESC, id DESC LIMIT 51",
+               "SELECT version_num FROM alembic_version")
 
 
 # --- setup --------------------------------------------------------------------------
@@ -219,24 +224,26 @@ def _keys_used_recently(url: str) -> None:
         conn.execute("UPDATE public.api_keys SET last_used_at = now() + interval '1 hour'")
 
 
-def raw_pass(dsn: str, schemas: list[str], points: list[int]) -> tuple[Pass, float]:
+def raw_pass(name: str, dsn: str, schemas: list[str], points: list[int],
+             statements: tuple[str, ...]) -> tuple[Pass, float]:
     """Every schema once on one psycopg connection; then the median ms of a warm transaction."""
-    result = Pass("raw SQL")
+    result = Pass(name)
     want = set(points)
     with psycopg.connect(dsn) as conn:
         for served, schema in enumerate(schemas, start=1):
             started = time.perf_counter()
-            _raw_transaction(conn, schema)
+            _raw_transaction(conn, schema, statements)
             result.seconds.append(time.perf_counter() - started)
             if served in want:
                 result.samples.append(measure_dbapi(conn, served, served))
-        warm = _timed(lambda schema: _raw_transaction(conn, schema), schemas[-500:])
+        warm = _timed(lambda schema: _raw_transaction(conn, schema, statements), schemas[-500:])
     return result, statistics.median(warm) * 1000
 
 
-def _raw_transaction(conn: psycopg.Connection, schema: str) -> None:
+def _raw_transaction(conn: psycopg.Connection, schema: str, statements: tuple[str, ...]) -> None:
     conn.execute("SELECT set_config('search_path', %s, true)", (f'"{schema}"',))
-    conn.execute(RAW_SELECT).fetchall()
+    for statement in statements:
+        conn.execute(statement).fetchall()
     conn.commit()
 
 
@@ -265,7 +272,7 @@ def mb(value: int | None) -> str:
 
 
 def report(version: str, count: int, recycle_after: int, passes: list[Pass], raw: Pass, points: list[int],
-           connect: float, warm_ms: float) -> None:
+           connect: float, warm_ms: float, every_table: Pass) -> None:
     on = passes[0]
     print()
     print(f"PostgreSQL {version}; {count} tenants, each served once; DB_RECYCLE_AFTER_TENANTS={recycle_after}"
@@ -288,12 +295,8 @@ def report(version: str, count: int, recycle_after: int, passes: list[Pass], raw
     peak = on.peak()
     print(f"  recycling on, largest backend seen: {mb(peak.contexts)} MB of memory contexts, "
           f"{mb(peak.private)} MB private, having served {peak.on_backend} tenants")
-    first, last = raw.samples[0], raw.samples[-1]
-    if last.served > first.served:
-        per_schema = (last.contexts - first.contexts) / (last.served - first.served)
-        print(f"  raw: {per_schema / 1024:.1f} KB of memory contexts per schema touched"
-              + (f", {(last.private - first.private) / (last.served - first.served) / 1024:.1f} KB private"
-                 if last.private is not None and first.private is not None else ""))
+    for p in (*passes[1:], raw, every_table):
+        print(f"  {p.name}: {per_schema(p)} per schema touched")
 
     print("\nrecycling costs (medians):")
     print(f"  open a connection + first statement: {connect:.2f} ms")
@@ -302,6 +305,18 @@ def report(version: str, count: int, recycle_after: int, passes: list[Pass], raw
     for p in passes:
         print(f"  {p.name}: {statistics.median(p.seconds) * 1000:.2f} ms per request, "
               f"{sum(p.seconds):.1f} s in all")
+
+
+def per_schema(p: Pass) -> str:
+    """The slope from the first to the last sample: memory contexts (and private) KB per schema."""
+    first, last = p.samples[0], p.samples[-1]
+    if last.served <= first.served:
+        return "n/a"
+    n = last.served - first.served
+    text = f"{(last.contexts - first.contexts) / n / 1024:.1f} KB of memory contexts"
+    if last.private is not None and first.private is not None:
+        text += f", {(last.private - first.private) / n / 1024:.1f} KB private"
+    return text
 
 
 def plot(path: Path, title: str, passes: list[Pass], raw: Pass) -> bool:
@@ -376,7 +391,8 @@ def main() -> None:
                     started = time.perf_counter()
                     passes.append(app_pass(name, url, tenants, points, limit, with_rss))
                     print(f"  {name}: {time.perf_counter() - started:.1f}s", file=sys.stderr)
-                raw, warm_ms = raw_pass(dsn, schemas, points)
+                raw, warm_ms = raw_pass("raw SQL", dsn, schemas, points, RAW_SELECT)
+                every_table, _ = raw_pass("raw SQL, every table", dsn, schemas, points, EVERY_TABLE)
                 connect = connect_ms(dsn)
             except BaseException as exc:  # re-raised below, once the database is gone
                 failure = exc
@@ -386,7 +402,7 @@ def main() -> None:
     if failure is not None:
         raise failure
 
-    report(version, args.tenants, args.recycle_after, passes, raw, points, connect, warm_ms)
+    report(version, args.tenants, args.recycle_after, passes, raw, points, connect, warm_ms, every_table)
     if not args.no_plot:
         title = f"Memory after serving N distinct tenants, PostgreSQL {version.split()[0]}, {args.tenants} tenants"
         if plot(args.plot, title, passes, raw):
