@@ -319,7 +319,7 @@ def per_schema(p: Pass) -> str:
     return text
 
 
-def plot(path: Path, title: str, passes: list[Pass], raw: Pass) -> bool:
+def plot(path: Path, title: str, passes: list[Pass], raw: Pass, every_table: Pass) -> bool:
     try:
         import matplotlib
 
@@ -335,7 +335,7 @@ def plot(path: Path, title: str, passes: list[Pass], raw: Pass) -> bool:
     left.set_ylabel("VmRSS, MB")
     left.set_ylim(bottom=0)
     left.set_title(f"(a) app worker RSS ({on.name})", fontsize=9)
-    for p, color in zip([*passes, raw], ("tab:blue", "tab:red", "tab:gray"), strict=True):
+    for p, color in zip([*passes, raw, every_table], ("tab:blue", "tab:red", "tab:gray", "black"), strict=True):
         right.plot([s.served for s in p.samples], [s.contexts / MB for s in p.samples], "o-", markersize=3,
                    color=color, label=f"{p.name}: memory contexts")
         if all(s.private is not None for s in p.samples):
@@ -405,7 +405,7 @@ def main() -> None:
     report(version, args.tenants, args.recycle_after, passes, raw, points, connect, warm_ms, every_table)
     if not args.no_plot:
         title = f"Memory after serving N distinct tenants, PostgreSQL {version.split()[0]}, {args.tenants} tenants"
-        if plot(args.plot, title, passes, raw):
+        if plot(args.plot, title, passes, raw, every_table):
             shown = args.plot.resolve()
             print(f"plot: {shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown}")
         else:
