@@ -295,6 +295,8 @@ def report(version: str, count: int, recycle_after: int, passes: list[Pass], raw
     peak = on.peak()
     print(f"  recycling on, largest backend seen: {mb(peak.contexts)} MB of memory contexts, "
           f"{mb(peak.private)} MB private, having served {peak.on_backend} tenants")
+    end = every_table.samples[-1]
+    print(f"  {every_table.name}: {mb(end.contexts)} / {mb(end.private)} / {mb(end.pss)} at {end.served}")
     for p in (*passes[1:], raw, every_table):
         print(f"  {p.name}: {per_schema(p)} per schema touched")
 
