@@ -183,6 +183,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds to wait for a free connection before answering 503."),
     Setting("DB_POOL_RECYCLE", "DB_POOL_RECYCLE", _positive_int, 1800,
             "Seconds before a pooled connection is replaced; bounds PostgreSQL's per-schema catalog cache."),
+    Setting("DB_RECYCLE_AFTER_TENANTS", "DB_RECYCLE_AFTER_TENANTS", _non_negative_int, 500,
+            "A pooled connection is closed when it returns to the pool having served this many distinct "
+            "tenants (0: never); bounds its backend's catalog cache to about this many x 48 KB."),
     Setting("DB_PREPARE_THRESHOLD", "DB_PREPARE_THRESHOLD", _prepare_threshold, 5,
             "psycopg's prepare_threshold: executions of a query before it becomes a server-side prepared "
             "statement. off: never (needed behind PgBouncer in transaction mode before 1.21, or without "

@@ -46,6 +46,7 @@ from sqlalchemy.orm.attributes import instance_state
 from . import events
 from .context import TenantBinding, current_tenant
 from .errors import TenantContextError
+from .recycling import note_search_path
 
 #: The search_path of a transaction with no tenant: nothing of ours resolves there.
 DENY_SEARCH_PATH = "pg_catalog"
@@ -110,6 +111,8 @@ def set_search_path(
         columns.append(_SET_ROLE)
         params["role"] = role or "none"
     _verify(path, connection.exec_driver_sql(", ".join(columns), params).first()[0])
+    if binding is not None:
+        note_search_path(connection, path)  # counts toward DB_RECYCLE_AFTER_TENANTS
 
 
 @contextmanager
@@ -139,6 +142,8 @@ def platform_access(session: Session) -> Iterator[None]:
 def set_local_search_path(connection: Connection, path: str) -> None:
     """``set_config('search_path', path, true)``: for the open transaction only."""
     _verify(path, connection.exec_driver_sql(_SET_SEARCH_PATH, {"path": path}).scalar())
+    if path != DENY_SEARCH_PATH:
+        note_search_path(connection, path)  # counts toward DB_RECYCLE_AFTER_TENANTS
 
 
 def _verify(wanted: str, got: object) -> None:
@@ -239,6 +244,8 @@ def adopt(session: Session, binding: TenantBinding | None, reported_path: str | 
         _record(session, None)
         return
     _verify(search_path_for(binding), reported_path)
+    if binding is not None:
+        note_search_path(session.connection(), reported_path)  # counts toward DB_RECYCLE_AFTER_TENANTS
     _record(session, binding)
 
 

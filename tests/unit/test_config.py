@@ -12,7 +12,8 @@ def test_environment_values_are_parsed_and_typed():
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("DB_POOL_SIZE", "many"), ("DB_POOL_SIZE", "0"), ("MAX_REQUEST_BYTES", "-1"), ("ADMIN_TOKEN", "  ")],
+    [("DB_POOL_SIZE", "many"), ("DB_POOL_SIZE", "0"), ("MAX_REQUEST_BYTES", "-1"), ("ADMIN_TOKEN", "  "),
+     ("DB_RECYCLE_AFTER_TENANTS", "-1")],
 )
 def test_a_bad_value_names_the_variable(variable, value):
     with pytest.raises(ConfigError, match=variable):
