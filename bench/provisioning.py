@@ -83,7 +83,8 @@ def fill_to(url: str, dsn: str, level: int, processes: int) -> None:
 
 
 class Sides:
-    def __init__(self, url: str, dsn: str) -> None:
+    def __init__(self, url: str, dsn: str, level: int) -> None:
+        self.level = level
         self.app = make_test_app(url)
         self.client = self.app.test_client()
         self.conn = psycopg.connect(dsn)
@@ -99,7 +100,7 @@ class Sides:
 
     def _slug(self, side: str) -> str:
         self.counter += 1
-        return f"{side[0]}{os.getpid() % 1000:03d}x{self.counter:06d}"
+        return f"{side[0]}{self.level}x{self.counter:06d}"  # unique per level and side
 
     def run(self, side: str) -> float:
         slug = self._slug(side)
@@ -193,7 +194,7 @@ def main() -> None:
             print(f"PostgreSQL {version}; levels {levels}, {args.samples} samples per side", file=sys.stderr)
             for level in levels:
                 fill_to(url, dsn, level, args.processes)
-                sides = Sides(url, dsn)
+                sides = Sides(url, dsn, level)
                 try:
                     for side in SIDES:  # warm-up: first-use costs (imports, rendering, plans) off the record
                         sides.run(side)
