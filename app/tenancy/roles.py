@@ -18,9 +18,10 @@ Whether the layer is on is decided once per process (:func:`decide`): ``on``,
 ``off``, or ``auto``, which would turn it on only where it is cheap. Role membership is
 cached per connection and every ``GRANT`` (every provisioning) throws that cache away
 in every connection; the next ``SET ROLE`` on each connection rebuilds it over all
-tenant roles. ``bench/roles.py`` measured that stall at 8 / 25 ms (PostgreSQL 15) and
-3 / 20 ms (18) at 1,000 / 3,000 tenants, over the 10 ms budget beyond about 1,000
-tenants on both, so ``auto`` is off for now; ``on`` takes the cost knowingly.
+tenant roles. ``bench/roles.py`` measured that stall at 3-8 / 16-25 / 131 ms
+(PostgreSQL 15) and 3 / 6-20 / 17 ms (18) at 1,000 / 3,000 / 10,000 tenants, over the
+10 ms budget beyond about 1,000 tenants on both, so ``auto`` is off for now; ``on``
+takes the cost knowingly.
 """
 
 from __future__ import annotations
@@ -87,8 +88,9 @@ def _decide(mode: str, version: int, can_create: bool) -> Decision:
         return Decision(True, "TENANT_ROLES=on")
     if AUTO_MIN_SERVER_VERSION is None or version < AUTO_MIN_SERVER_VERSION:
         return Decision(False, f"auto: on PostgreSQL {version // 10000} every GRANT makes each pooled connection "
-                               "re-check role membership over all tenant roles (20-25 ms at 3,000 tenants, "
-                               "docs/benchmarks.md); set TENANT_ROLES=on to take that cost")
+                               "re-check role membership over all tenant roles (16-25 ms at 3,000 tenants, "
+                               "131 ms at 10,000 on PostgreSQL 15, docs/benchmarks.md); "
+                               "set TENANT_ROLES=on to take that cost")
     return Decision(True, f"auto: PostgreSQL {version // 10000}")
 
 
