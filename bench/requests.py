@@ -1,6 +1,7 @@
 """The request path under gunicorn: GET and POST /v1/repositories, multi-tenant against a single-tenant build.
 
     .venv/bin/python bench/requests.py                                   # 10 and 1,000 tenants
+    .venv/bin/python bench/requests.py --tenants 10 --round-trips-only   # the per-step tables only
     flock /tmp/tenantry-bench.lock env DATABASE_URL=postgresql://root@127.0.0.1:5432/postgres \\
         .venv/bin/python bench/requests.py --tenants 10,1000,10000
 
@@ -48,7 +49,10 @@ Then, in this process, each build of the app serves ``--trace-requests`` request
 each kind through Flask's test client over a one-connection pool whose libpq traffic
 is traced (``PQtrace``): every round trip to PostgreSQL is counted, named by its SQL
 (BEGIN, the pre-ping, the key lookup, set_config, …) and timed from its first message
-to ReadyForQuery. That table is the per-step cost of a request.
+to ReadyForQuery; the wall time spent inside the tenancy steps (``require_tenant_key``,
+``api_keys.authenticate``, ``binding.set_search_path``: Python and their round trips)
+is measured too. Those tables are the per-step cost of a request, before and after a
+change to that path: ``--round-trips-only`` prints them alone, in seconds.
 
 Writes a plot to docs/img/requests.png when matplotlib is importable (it is no project
 dependency: ``.venv/bin/pip install matplotlib``), stops the servers and drops the
@@ -427,6 +431,8 @@ class Steps:
     requests: int = 0
     #: Each request's wall time through the test client: its round trips and its Python.
     request_ms: list[float] = field(default_factory=list)
+    #: Each request's wall ms inside the tenancy steps of :class:`StepTimer`.
+    step_ms: list[dict[str, float]] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     micros: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
@@ -439,6 +445,61 @@ class Steps:
     @property
     def per_request(self) -> float:
         return sum(self.counts.values()) / max(self.requests, 1)
+
+
+class StepTimer:
+    """Wall time spent inside a few functions of the request path, each without the others nested in it.
+
+    The functions are replaced by timing wrappers in their modules for the duration of
+    a ``with`` block (bench code: the app calls them through their module's globals).
+    """
+
+    #: (module, function, step name): the tenancy steps of a tenant request.
+    TIMED = (
+        ("app.api.auth", "require_tenant_key", "auth rest (token, hints, g, rate limit)"),
+        ("app.tenancy.api_keys", "authenticate", "authenticate: key -> tenant (ORM + SQL)"),
+        ("app.tenancy.binding", "set_search_path", "binding: set_search_path"),
+    )
+
+    def __init__(self) -> None:
+        self.current: dict[str, float] = defaultdict(float)
+        self._stack: list[float] = []  # time spent in nested timed calls, per open call
+        self._saved: list[tuple[Any, str, Any]] = []
+
+    def __enter__(self) -> StepTimer:
+        import importlib
+
+        for module_name, function, step in self.TIMED:
+            module = importlib.import_module(module_name)
+            original = getattr(module, function)
+            self._saved.append((module, function, original))
+            setattr(module, function, self._wrap(original, step))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for module, function, original in reversed(self._saved):
+            setattr(module, function, original)
+        self._saved.clear()
+
+    def _wrap(self, original: Any, step: str) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self._stack.append(0.0)
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                took = time.perf_counter() - started
+                nested = self._stack.pop()
+                self.current[step] += (took - nested) * 1000
+                if self._stack:
+                    self._stack[-1] += took
+
+        return timed
+
+    def take(self) -> dict[str, float]:
+        """This request's ms per step; starts the next request at zero."""
+        done, self.current = dict(self.current), defaultdict(float)
+        return done
 
 
 #: github_repo_ids of the traced POSTs: apart from the seeded rows and from the load runs'.
@@ -469,19 +530,23 @@ def trace_requests(url: str, build: str, tenants: list[tuple[str, str]], single:
     client = app.test_client()
     rng = random.Random(7)
     steps: dict[str, Steps] = {}
+    timer = StepTimer()
     try:
         for method in ENDPOINTS:
             client.get("/healthz")
             took: list[float] = []
+            timed: list[dict[str, float]] = []
             for _ in range(count + 1):
                 token = rng.choice(tenants)[1]
                 started = time.perf_counter()
-                if method == "GET":
-                    response = client.get(f"{PATH}?limit={rows}", headers={"Authorization": f"Bearer {token}"})
-                else:
-                    response = client.post(PATH, headers={"Authorization": f"Bearer {token}"},
-                                           json={"github_repo_id": next(_TRACE_IDS), "owner": "bench", "name": "t"})
+                with timer:
+                    if method == "GET":
+                        response = client.get(f"{PATH}?limit={rows}", headers={"Authorization": f"Bearer {token}"})
+                    else:
+                        response = client.post(PATH, headers={"Authorization": f"Bearer {token}"}, json={
+                            "github_repo_id": next(_TRACE_IDS), "owner": "bench", "name": "t"})
                 took.append((time.perf_counter() - started) * 1000)
+                timed.append(timer.take())
                 if response.status_code not in (200, 201):
                     raise RuntimeError(f"{build} {method}: {response.status_code} {response.get_data(as_text=True)}")
             for dbapi_connection, stream in traced:  # flush the trace
@@ -490,7 +555,7 @@ def trace_requests(url: str, build: str, tenants: list[tuple[str, str]], single:
             traced.clear()
             transactions = parse_trace(trace_path.read_text())
             trace_path.unlink()
-            steps[method] = Steps(request_ms=took[-count:])
+            steps[method] = Steps(request_ms=took[-count:], step_ms=timed[-count:])
             for transaction in transactions[-count:]:  # the one before warmed the connection
                 steps[method].add(transaction)
             with app.app_context():
@@ -571,7 +636,7 @@ def print_steps(n: int, steps: dict[tuple[str, str], Steps]) -> None:
     order = [name for _, name in STEPS]
     names.sort(key=lambda s: order.index(s) if s in order else len(order))
     header = "".join(f" {m + ' ' + b:>22}" for b, m in columns)
-    print(f"{'step':<34}{header}")
+    print(f"{'step':<44}{header}")
     for name in names:
         cells = ""
         for key in columns:
@@ -580,14 +645,22 @@ def print_steps(n: int, steps: dict[tuple[str, str], Steps]) -> None:
                 cells += f" {s.counts[name] / s.requests:>6.2f} x {median(s.micros[name]):>7.0f} µs  "
             else:
                 cells += f" {'-':>22}"
-        print(f"{name:<34}{cells}")
+        print(f"{name:<44}{cells}")
     totals = "".join(f" {steps[key].per_request:>6.2f} round trips  " for key in columns)
-    print(f"{'total':<34}{totals}")
+    print(f"{'total':<44}{totals}")
     trips = "".join(f" {sum(map(sum, s.micros.values())) / s.requests / 1000:>16.2f} ms  "
                     for s in (steps[key] for key in columns))
-    print(f"{'round trips, mean ms per request':<34}{trips}")
+    print(f"{'round trips, mean ms per request':<44}{trips}")
     walls = "".join(f" {median(steps[key].request_ms):>16.2f} ms  " for key in columns)
-    print(f"{'request, median (test client)':<34}{walls}")
+    print(f"{'request, median (test client)':<44}{walls}")
+    print("wall ms per request inside each tenancy step (Python and its round trips; a step's own time,"
+          " without the others nested in it):")
+    for _, _, step in StepTimer.TIMED:
+        cells = ""
+        for key in columns:
+            values = [timed.get(step, 0.0) for timed in steps[key].step_ms]
+            cells += f" {median(values):>16.2f} ms  " if any(values) else f" {'-':>22}"
+        print(f"{'  ' + step:<44}{cells}")
 
 
 def main() -> None:
@@ -603,6 +676,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5, help="repositories per tenant, and GET's page size (default 5)")
     parser.add_argument("--trace-requests", type=int, default=200,
                         help="requests per build and endpoint whose round trips are traced (default 200)")
+    parser.add_argument("--round-trips-only", action="store_true",
+                        help="skip gunicorn and the load: only the traced requests in process (seconds, not minutes)")
     parser.add_argument("--provision-processes", type=int, default=3,
                         help="processes provisioning the tenants (default 3)")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "requests.png",
@@ -648,6 +723,13 @@ def main() -> None:
                         first_id = conn.execute("SELECT id FROM public.tenants WHERE slug = %s",
                                                 (tenants[0][0],)).fetchone()[0]  # type: ignore[index]
                     single = TenantBinding.for_slug(first_id, tenants[0][0])
+                    steps[n] = {}
+                    if args.round_trips_only:
+                        for build in BUILDS:
+                            for method, s in trace_requests(url, build, tenants, single, args.trace_requests,
+                                                            args.rows, workdir).items():
+                                steps[n][(build, method)] = s
+                        continue
                     tokens = [token for _, token in tenants]
                     servers = [
                         Gunicorn("wsgi:app", server_env(url, workdir, args), workdir, f"multi-{n}"),
@@ -678,7 +760,6 @@ def main() -> None:
                     for s in servers:
                         s.stop()
                     servers = []
-                    steps[n] = {}
                     for build in BUILDS:
                         for method, s in trace_requests(url, build, tenants, single, args.trace_requests,
                                                         args.rows, workdir).items():
@@ -700,6 +781,11 @@ def main() -> None:
         raise failure
 
     print()
+    if args.round_trips_only:
+        print(f"PostgreSQL {version}")
+        for n in counts:
+            print_steps(n, steps[n])
+        return
     print(f"PostgreSQL {version}; gunicorn {args.workers} gthread workers x {args.threads} threads; "
           f"{args.connections} keep-alive connections ({args.generator_processes} generator processes); "
           f"medians of {args.repeat} x {args.seconds:g} s")
