@@ -2,8 +2,7 @@
 
     .venv/bin/python bench/requests.py                                   # 10 and 1,000 tenants
     .venv/bin/python bench/requests.py --tenants 10 --round-trips-only   # the per-step tables only
-    flock /tmp/tenantry-bench.lock env DATABASE_URL=postgresql://root@127.0.0.1:5432/postgres \\
-        .venv/bin/python bench/requests.py --tenants 10,1000,10000
+    DATABASE_URL=postgresql://root@127.0.0.1:5432/postgres .venv/bin/python bench/requests.py --tenants 10,1000,10000
 
 A scratch database (on DATABASE_URL's server, else where the tests would make one:
 TEST_DATABASE_URL, Docker, or a throwaway embedded server) gets the public migrations
