@@ -6,12 +6,13 @@
 from the environment), then takes out, and only takes out, what serving many tenants
 adds to a request of the tenant API:
 
-- **authentication and tenant resolution**: the tenant blueprints' ``before_request``
-  (``tenant_key_required``: parse the bearer token, ``SELECT`` the key joined with its
-  tenant and plan, compare the hash, check the tenant hints and the tenant's rate
-  limit, and at the end of a successful request maybe ``UPDATE api_keys.last_used_at``)
-  is replaced by :func:`fixed_tenant`, which binds one fixed tenant to the context in
-  Python, with no SQL;
+- **authentication and tenant resolution**: the ``before_request`` of the blueprints in
+  :data:`BLUEPRINTS`, the ones bench/requests.py calls (``tenant_key_required``: parse
+  the bearer token, ``SELECT`` the key joined with its tenant and plan, compare the
+  hash, check the tenant hints and the tenant's rate limit, and at the end of a
+  successful request maybe ``UPDATE api_keys.last_used_at``), is replaced by a
+  ``fixed_tenant`` hook that binds the fixed tenant to the context in Python, with no
+  SQL (its slug aside, see below);
 - **per-transaction binding**: the session listeners of :mod:`app.tenancy.binding`
   (``set_config('search_path', …, true)`` when a transaction begins and again when the
   key's tenant is applied, and the ORM guards: identity tokens, the checks on
