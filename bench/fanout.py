@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import queue
 import resource
@@ -47,9 +46,12 @@ from typing import Any
 
 import psycopg
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for bench.common
+
 from app.extensions import db
 from app.tenancy.migrations import default_location, head_revision
 from app.testing import database_server, fresh_database, make_test_app
+from bench.common import provision_tenants
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = head_revision()  # the shipped head: where provisioning leaves every schema
@@ -93,39 +95,8 @@ RAW_DOWN = (
 
 # --- setup --------------------------------------------------------------------------
 
-_worker_app: Any = None
-
-
-def _provision_chunk(url: str, slugs: list[str]) -> int:
-    """In a provisioning process: provision these tenants one by one (one app per process)."""
-    global _worker_app
-    from app.tenancy.provisioning import provision_tenant
-
-    if _worker_app is None:
-        _worker_app = make_test_app(url)
-    with _worker_app.app_context():
-        for slug in slugs:
-            provision_tenant(db.session(), slug=slug, name=slug)
-            db.session.remove()
-        db.engine.dispose()  # a backend caches every schema it touched: start afresh per chunk
-    return len(slugs)
-
-
 def provision(url: str, count: int, processes: int) -> None:
-    slugs = [f"b{i:06d}" for i in range(count)]
-    chunks = [slugs[i : i + 200] for i in range(0, count, 200)]
-    done, started = 0, time.perf_counter()
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        for n in pool.imap_unordered(_call_provision, [(url, chunk) for chunk in chunks]):
-            done += n
-            if sys.stderr.isatty():
-                print(f"\r  provisioned {done}/{count}", end="", file=sys.stderr, flush=True)
-    print(f"\r  provisioned {count} tenants in {time.perf_counter() - started:.1f}s "
-          f"({processes} processes)", file=sys.stderr)
-
-
-def _call_provision(args: tuple[str, list[str]]) -> int:
-    return _provision_chunk(*args)
+    provision_tenants(url, [f"b{i:06d}" for i in range(count)], processes)
 
 
 def fill(dsn: str, rows: int) -> None:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import multiprocessing
 import os
 import statistics
 import sys
@@ -56,11 +55,14 @@ from typing import Any
 import psycopg
 from sqlalchemy import event
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for bench.common
+
 from app import public_migrations
 from app.config import defaults
 from app.extensions import db
 from app.tenancy import recycling
 from app.testing import database_server, fresh_database, make_test_app
+from bench.common import provision_tenants
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
@@ -73,40 +75,8 @@ EVERY_TABLE = (*RAW_SELECT, "SELECT * FROM audit_events ORDER BY occurred_at DES
 
 # --- setup --------------------------------------------------------------------------
 
-_worker_app: Any = None
-
-
-def _provision_chunk(args: tuple[str, list[str]]) -> list[tuple[str, str]]:
-    """In a provisioning process: provision these tenants; their slugs and admin keys."""
-    global _worker_app
-    from app.tenancy.provisioning import provision_tenant
-
-    url, slugs = args
-    if _worker_app is None:
-        _worker_app = make_test_app(url)
-    made = []
-    with _worker_app.app_context():
-        for slug in slugs:
-            result = provision_tenant(db.session(), slug=slug, name=slug)
-            made.append((slug, result.admin_key.token))
-            db.session.remove()
-        db.engine.dispose()  # a backend caches every schema it touched: start afresh per chunk
-    return made
-
-
 def provision(url: str, count: int, processes: int) -> list[tuple[str, str]]:
-    slugs = [f"m{i:06d}" for i in range(count)]
-    chunks = [(url, slugs[i : i + 200]) for i in range(0, count, 200)]
-    made: list[tuple[str, str]] = []
-    started = time.perf_counter()
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        for chunk in pool.imap_unordered(_provision_chunk, chunks):
-            made += chunk
-            if sys.stderr.isatty():
-                print(f"\r  provisioned {len(made)}/{count}", end="", file=sys.stderr, flush=True)
-    print(f"\r  provisioned {count} tenants in {time.perf_counter() - started:.1f}s ({processes} processes)",
-          file=sys.stderr)
-    return sorted(made)
+    return provision_tenants(url, [f"m{i:06d}" for i in range(count)], processes)
 
 
 # --- measuring ----------------------------------------------------------------------

@@ -28,55 +28,31 @@ docs/img/provisioning.png when matplotlib is importable (no project dependency:
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for bench.common
 
 from app.extensions import db
 from app.tenancy.migrations import head_revision, rendered_path
 from app.tenancy.provisioning import provision_tenant
 from app.testing import ADMIN_TOKEN, database_server, fresh_database, make_test_app
+from bench.common import provision_tenants
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDES = ("raw", "service", "http")
 
 # --- background tenants --------------------------------------------------------------
 
-_worker_app: Any = None
-
-
-def _provision_chunk(args: tuple[str, list[str]]) -> int:
-    """In a background process: provision these tenants (one app per process)."""
-    global _worker_app
-    url, slugs = args
-    if _worker_app is None:
-        _worker_app = make_test_app(url)
-    with _worker_app.app_context():
-        for slug in slugs:
-            provision_tenant(db.session(), slug=slug, name=slug)
-            db.session.remove()
-        db.engine.dispose()
-    return len(slugs)
-
-
 def fill_to(url: str, dsn: str, level: int, processes: int) -> None:
     with psycopg.connect(dsn) as conn:
         have = conn.execute("SELECT count(*) FROM public.tenants").fetchone()[0]  # type: ignore[index]
-    slugs = [f"bg{i:06d}" for i in range(have, level)]
-    if not slugs:
-        return
-    started = time.perf_counter()
-    chunks = [(url, slugs[i : i + 200]) for i in range(0, len(slugs), 200)]
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        for _ in pool.imap_unordered(_provision_chunk, chunks):
-            pass
-    print(f"  {len(slugs)} background tenants in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    provision_tenants(url, [f"bg{i:06d}" for i in range(have, level)], processes)
 
 
 # --- the three sides -----------------------------------------------------------------

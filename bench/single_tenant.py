@@ -1,4 +1,4 @@
-"""A single-tenant build of the app, for bench/requests.py: the same code minus the tenancy machinery.
+"""A single-tenant build of the app, for bench/request_path.py: the same code minus the tenancy machinery.
 
     gunicorn -c gunicorn.conf.py 'bench.single_tenant:create()'    # BENCH_SCHEMA=t_... and the usual env
 
@@ -7,7 +7,7 @@ from the environment), then takes out, and only takes out, what serving many ten
 adds to a request of the tenant API:
 
 - **authentication and tenant resolution**: the ``before_request`` of the blueprints in
-  :data:`BLUEPRINTS`, the ones bench/requests.py calls (``tenant_key_required``: parse
+  :data:`BLUEPRINTS`, the ones bench/request_path.py calls (``tenant_key_required``: parse
   the bearer token, ``SELECT`` the key joined with its tenant and plan, compare the
   hash, check the tenant hints and the tenant's rate limit, and at the end of a
   successful request maybe ``UPDATE api_keys.last_used_at``), is replaced by a
@@ -56,7 +56,7 @@ from app.tenancy import audit, binding
 from app.tenancy.context import TenantBinding, bind
 from app.tenancy.naming import quote_ident
 
-#: The tenant API's blueprints whose authentication is replaced (the ones bench/requests.py calls).
+#: The tenant API's blueprints whose authentication is replaced (the ones bench/request_path.py calls).
 BLUEPRINTS = ("repositories",)
 
 

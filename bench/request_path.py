@@ -1,8 +1,9 @@
 """The request path under gunicorn: GET and POST /v1/repositories, multi-tenant against a single-tenant build.
 
-    .venv/bin/python bench/requests.py                                   # 10 and 1,000 tenants
-    .venv/bin/python bench/requests.py --tenants 10 --round-trips-only   # the per-step tables only
-    DATABASE_URL=postgresql://root@127.0.0.1:5432/postgres .venv/bin/python bench/requests.py --tenants 10,1000,10000
+    .venv/bin/python bench/request_path.py                                   # 10 and 1,000 tenants
+    .venv/bin/python bench/request_path.py --tenants 10 --round-trips-only   # the per-step tables only
+    DATABASE_URL=postgresql://root@127.0.0.1:5432/postgres .venv/bin/python bench/request_path.py \
+        --tenants 10,1000,10000
 
 A scratch database (on DATABASE_URL's server, else where the tests would make one:
 TEST_DATABASE_URL, Docker, or a throwaway embedded server) gets the public migrations
@@ -84,10 +85,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-# Run as a script, this file's folder comes first on sys.path, where this module would
-# shadow the ``requests`` library for anything importing it: the root instead.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # for bench.common and bench.single_tenant
 
 import psycopg  # noqa: E402
 
@@ -95,6 +93,7 @@ from app.config import SETTINGS  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.tenancy.context import TenantBinding  # noqa: E402
 from app.testing import database_server, fresh_database, make_test_app  # noqa: E402
+from bench.common import provision_tenants  # noqa: E402
 
 BUILDS = ("multi", "single")
 ENDPOINTS = ("GET", "POST")
@@ -103,43 +102,9 @@ PATH = "/v1/repositories"
 
 # --- setup --------------------------------------------------------------------------
 
-_worker_app: Any = None
-
-
-def _provision_chunk(url: str, slugs: list[str]) -> list[tuple[str, str]]:
-    """In a provisioning process: provision these tenants; their (slug, admin key)."""
-    global _worker_app
-    from app.tenancy.provisioning import provision_tenant
-
-    if _worker_app is None:
-        _worker_app = make_test_app(url)
-    made = []
-    with _worker_app.app_context():
-        for slug in slugs:
-            made.append((slug, provision_tenant(db.session(), slug=slug, name=slug, plan="enterprise").admin_key.token))
-            db.session.remove()
-        db.engine.dispose()  # a backend caches every schema it touched: start afresh per chunk
-    return made
-
-
-def _call_provision(args: tuple[str, list[str]]) -> list[tuple[str, str]]:
-    return _provision_chunk(*args)
-
-
 def provision(url: str, start: int, stop: int, processes: int) -> list[tuple[str, str]]:
-    """Tenants ``b<start>`` … ``b<stop - 1>``; their (slug, token) in slug order."""
-    slugs = [f"b{i:06d}" for i in range(start, stop)]
-    chunks = [slugs[i : i + 200] for i in range(0, len(slugs), 200)]
-    made: list[tuple[str, str]] = []
-    started = time.perf_counter()
-    with multiprocessing.get_context("spawn").Pool(min(processes, len(chunks))) as pool:
-        for chunk in pool.imap_unordered(_call_provision, [(url, c) for c in chunks]):
-            made += chunk
-            if sys.stderr.isatty():
-                print(f"\r  provisioned {start + len(made)}/{stop}", end="", file=sys.stderr, flush=True)
-    print(f"\r  provisioned tenants {start}-{stop - 1} in {time.perf_counter() - started:.1f}s "
-          f"({processes} processes)", file=sys.stderr)
-    return sorted(made)
+    """Tenants ``b<start>`` … ``b<stop - 1>`` (enterprise plan); their (slug, token) in slug order."""
+    return provision_tenants(url, [f"b{i:06d}" for i in range(start, stop)], processes, plan="enterprise")
 
 
 def seed(dsn: str, slugs: list[str], rows: int) -> None:

@@ -1,10 +1,10 @@
-"""bench/requests.py names and times every round trip of a libpq trace; a wrong name would go unnoticed."""
+"""bench/request_path.py names and times every round trip of a libpq trace; a wrong name would go unnoticed."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.requests import parse_trace, step_of
+from bench.request_path import parse_trace, step_of
 
 TRACE = "\n".join("\t".join(fields) for fields in [
     ("2026-12-04 14:32:05.000000", "F", "10", "Query", ' "BEGIN"'),
