@@ -46,10 +46,11 @@ from typing import Any
 import psycopg
 import pytest
 from flask import Flask
-from sqlalchemy import Engine, func, text
+from sqlalchemy import Engine, and_, func, text
 from sqlalchemy.engine import Connection, make_url
 
 from app.extensions import db
+from app.models.public import ApiKey, Tenant
 from app.tenancy import api_keys
 from app.tenancy import binding as tenant_binding
 from app.tenancy.context import TenantBinding
@@ -418,15 +419,13 @@ def set_once_per_connection(connection: Connection, binding: TenantBinding | Non
         connection.info["leaky.search_path"] = path
 
 
-_binding_columns = tenant_binding.binding_columns
-
-
-def lookup_binds_without_local(**columns: Any) -> tuple[Any, ...]:
+def lookup_binds_without_local() -> Any:
     """The API-key lookup that binds its tenant (api_keys.authenticate(bind=True)), LOCAL dropped."""
-    path, app_name, role = _binding_columns(**columns)
-    return tuple(
-        func.set_config(*list(column.clauses)[:2], False) for column in (path, app_name, role)
+    columns = tenant_binding.binding_columns(
+        good=and_(ApiKey.revoked_at.is_(None), Tenant.status == "active"),
+        schema_name=Tenant.schema_name, slug=Tenant.slug, role=Tenant.db_role,
     )
+    return api_keys._LOOKUP.add_columns(*(func.set_config(*list(c.clauses)[:2], False) for c in columns))
 
 
 @pytest.mark.parametrize("leaky_binding", [set_without_local, set_once_per_connection, lookup_binds_without_local])
@@ -458,7 +457,7 @@ def test_negative_control_a_session_level_binding_leaks_behind_pgbouncer(
     seed(client, tenants, ledger)  # with the real binding, so the seeds are where they belong
 
     if leaky_binding is lookup_binds_without_local:
-        monkeypatch.setattr(tenant_binding, "binding_columns", leaky_binding)
+        monkeypatch.setattr(api_keys, "_LOOKUP_AND_BIND", leaky_binding())
     else:
         authenticate = api_keys.authenticate
         monkeypatch.setattr(api_keys, "authenticate", lambda *a, **kw: authenticate(*a, **{**kw, "bind": False}))
