@@ -110,9 +110,7 @@ def set_search_path(
     if role is not None or reset_role:
         columns.append(_SET_ROLE)
         params["role"] = role or "none"
-    _verify(path, connection.exec_driver_sql(", ".join(columns), params).first()[0])
-    if binding is not None:
-        note_search_path(connection, path)  # counts toward DB_RECYCLE_AFTER_TENANTS
+    _confirm(connection, path, connection.exec_driver_sql(", ".join(columns), params).first()[0])
 
 
 @contextmanager
@@ -141,16 +139,20 @@ def platform_access(session: Session) -> Iterator[None]:
 
 def set_local_search_path(connection: Connection, path: str) -> None:
     """``set_config('search_path', path, true)``: for the open transaction only."""
-    _verify(path, connection.exec_driver_sql(_SET_SEARCH_PATH, {"path": path}).scalar())
-    if path != DENY_SEARCH_PATH:
-        note_search_path(connection, path)  # counts toward DB_RECYCLE_AFTER_TENANTS
+    _confirm(connection, path, connection.exec_driver_sql(_SET_SEARCH_PATH, {"path": path}).scalar())
 
 
-def _verify(wanted: str, got: object) -> None:
-    """Fail closed if the server reports another path than the one just set (a proxy or a
-    hook rewrote it): the statement's own result, so the check costs no round trip."""
+def _confirm(connection: Connection, wanted: str, got: object) -> None:
+    """Every path set goes through here.
+
+    Fail closed if the server reports another path than the one just set (a proxy or a
+    hook rewrote it): the statement's own result, so the check costs no round trip. A
+    tenant's path then counts toward ``DB_RECYCLE_AFTER_TENANTS`` (:mod:`.recycling`).
+    """
     if got != wanted:
         raise TenantContextError(f"search_path is {got!r} after setting {wanted!r}; refusing to go on")
+    if wanted != DENY_SEARCH_PATH:
+        note_search_path(connection, wanted)
 
 
 def is_tenant_table(table: Any) -> bool:
@@ -243,9 +245,7 @@ def adopt(session: Session, binding: TenantBinding | None, reported_path: str | 
         set_search_path(session.connection(), None, reset_role=True, leaving=True)
         _record(session, None)
         return
-    _verify(search_path_for(binding), reported_path)
-    if binding is not None:
-        note_search_path(session.connection(), reported_path)  # counts toward DB_RECYCLE_AFTER_TENANTS
+    _confirm(session.connection(), search_path_for(binding), reported_path)
     _record(session, binding)
 
 
