@@ -30,10 +30,11 @@ from .tenancy.naming import schema_name_for
 
 
 @contextmanager
-def _quiet_alembic(name: str = "alembic", level: int = logging.WARNING) -> Iterator[None]:
-    """Scratch schemas and offline rendering are details: keep Alembic's INFO lines off stderr.
+def _logger_level(name: str, level: int) -> Iterator[None]:
+    """``name``'s logger at ``level`` for the block.
 
-    Also used for the fan-out's own log lines while a bar is drawn: the bar says the same.
+    Alembic's INFO lines about scratch schemas and offline rendering are details; the
+    fan-out's own lines say what the progress bar already says while it is drawn.
     """
     logger = logging.getLogger(name)
     previous = logger.level
@@ -175,7 +176,7 @@ def tenants_migrate(
         progress = BarProgress(sys.stderr) if on_terminal else LogProgress(sys.stderr)
         url = db.engine.url.render_as_string(hide_password=False)
         try:
-            with _quiet_alembic("app.tenancy.fanout", logging.ERROR if on_terminal else logging.NOTSET):
+            with _logger_level("app.tenancy.fanout", logging.ERROR if on_terminal else logging.NOTSET):
                 report = fanout.run(url, options, progress)
         finally:
             progress.finish()
@@ -205,7 +206,7 @@ def _summary(report: fanout.RunReport) -> None:
 
 
 def _preview(options: FanoutOptions, *, as_sql: bool, as_json: bool) -> None:
-    with db.engine.connect() as connection, _quiet_alembic():
+    with db.engine.connect() as connection, _logger_level("alembic", logging.WARNING):
         the_plan = fanout.plan(connection, options)
         if as_sql:
             for tenant, current, sql in fanout.render_plan_sql(connection, the_plan, options.location):
@@ -269,7 +270,7 @@ def tenants_status(behind: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def tenants_check(slugs: tuple[str, ...], as_json: bool) -> None:
     """Exit 1 if a schema disagrees with its revision (ledger, alembic_version or catalog)."""
-    with _quiet_alembic():
+    with _logger_level("alembic", logging.WARNING):
         report = drift.check(db.engine, slugs=slugs, location=current_app.config["TENANT_MIGRATIONS_LOCATION"])
     if as_json:
         click.echo(json.dumps({

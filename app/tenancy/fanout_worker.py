@@ -132,7 +132,7 @@ class RenderedMigrator:
             # fails, nothing ran and the slower path below looks at what is there.
             try:
                 cursor.execute(
-                    f"BEGIN;{self._lock_sql(task, slug)};"
+                    f"BEGIN;{self._lock_sql(slug)};"
                     f"SELECT 1 / CASE WHEN EXISTS (SELECT 1 FROM public.tenants WHERE id = {int(task['tenant_id'])})"
                     f" AND (SELECT max(version_num) FROM {quoted}.alembic_version) = {self.literal(planned)}"
                     " THEN 1 ELSE 0 END;"
@@ -151,7 +151,7 @@ class RenderedMigrator:
         # its schema; then the path from that revision.
         try:
             _, _, (exists, _), (current,) = _first_rows(cursor.execute(
-                f"BEGIN;{self._lock_sql(task, slug)};"
+                f"BEGIN;{self._lock_sql(slug)};"
                 f" SELECT EXISTS (SELECT 1 FROM public.tenants WHERE id = {int(task['tenant_id'])}),"
                 f" set_config('search_path', '{quoted}', true);"
                 f" SELECT max(version_num) FROM {quoted}.alembic_version"
@@ -178,7 +178,7 @@ class RenderedMigrator:
         )
         return {"status": status, "from": current, "to": self.target}
 
-    def _lock_sql(self, task: dict[str, Any], slug: str) -> str:
+    def _lock_sql(self, slug: str) -> str:
         """The schema transaction's first statement: its timeouts, its name (the tenant, for
         pg_stat_activity, also while it waits) and the tenant's advisory lock."""
         return (
