@@ -71,12 +71,18 @@ _SERVER_FACTS = (
 
 def decide(connection: Connection, mode: str) -> Decision:
     """Whether tenant transactions take their tenant's role, and why (logged once by the caller)."""
-    if mode not in MODES:
-        raise ValueError(f"TENANT_ROLES must be one of {MODES}, not {mode!r}")
-    if mode == "off":
-        return Decision(False, "TENANT_ROLES=off")
+    decision = _decide_without_server(mode)
+    if decision is not None:
+        return decision
     version, can_create = connection.exec_driver_sql(_SERVER_FACTS).one()
     return _decide(mode, version, can_create)
+
+
+def _decide_without_server(mode: str) -> Decision | None:
+    """The decision when the mode alone makes it (``off``); None when the server must be asked."""
+    if mode not in MODES:
+        raise ValueError(f"TENANT_ROLES must be one of {MODES}, not {mode!r}")
+    return Decision(False, "TENANT_ROLES=off") if mode == "off" else None
 
 
 def _decide(mode: str, version: int, can_create: bool) -> Decision:
@@ -126,10 +132,9 @@ def decide_on_first_connect(engine: Engine, mode: str) -> None:
     """
     from sqlalchemy import event
 
-    if mode not in MODES:
-        raise ValueError(f"TENANT_ROLES must be one of {MODES}, not {mode!r}")
-    if mode == "off":
-        _remember(engine, Decision(False, "TENANT_ROLES=off"))
+    decision = _decide_without_server(mode)
+    if decision is not None:
+        _remember(engine, decision)
         return
     log.info("tenant database roles: TENANT_ROLES=%s, decided on the first database connection", mode)
 
