@@ -170,9 +170,9 @@ def provision_in_transaction(
     revision = build_new_schema(
         connection, schema_name, revision or head_revision(location), location=location, create_sql=create
     )
-    if role is not None:
-        roles.become(connection, None)  # public.tenants and the first key are platform data
-    set_search_path(connection, current_tenant())  # back to the caller's binding
+    # Back to the caller's binding, and (one statement) off the tenant's role: public.tenants
+    # and the first key are platform data.
+    set_search_path(connection, current_tenant(), reset_role=role is not None)
 
     tenant = Tenant(
         slug=slug, name=name, schema_name=schema_name, plan=plan_row, schema_revision=revision, db_role=role
