@@ -105,7 +105,8 @@ def database_server() -> Iterator[str]:
 
 @contextmanager
 def fresh_database(server_url: str) -> Iterator[str]:
-    """Create a uniquely named database on the server; drop it (forcefully) afterwards."""
+    """Create a uniquely named database on the server; drop it (forcefully) afterwards,
+    also when the block raised (a failed benchmark leaves no database behind)."""
     from app.config import sqlalchemy_url
 
     admin_url = make_url(sqlalchemy_url(server_url))
@@ -114,12 +115,14 @@ def fresh_database(server_url: str) -> Iterator[str]:
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            # Roles are cluster-wide: the tenant roles of this database go with it.
-            for role in roles.roles_with_prefix(conn, roles.role_prefix(name)):
-                conn.exec_driver_sql(f"DROP ROLE IF EXISTS {quote_role(role)}")
+        try:
+            yield admin_url.set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                # Roles are cluster-wide: the tenant roles of this database go with it.
+                for role in roles.roles_with_prefix(conn, roles.role_prefix(name)):
+                    conn.exec_driver_sql(f"DROP ROLE IF EXISTS {quote_role(role)}")
     finally:
         admin.dispose()
 
