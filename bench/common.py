@@ -1,4 +1,5 @@
-"""What several benchmarks share: real tenants provisioned in a few processes.
+"""What several benchmarks share: a scratch database, real tenants provisioned in a few
+processes, saving a plot.
 
 The benches are scripts (``python bench/x.py``); each puts the repository root on
 ``sys.path`` and imports this as ``bench.common``, which spawned processes find the
@@ -8,12 +9,62 @@ same way.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from app.extensions import db
-from app.testing import make_test_app
+from app.testing import database_server, fresh_database, make_test_app
+
+
+@dataclass(frozen=True)
+class Scratch:
+    url: str  #: SQLAlchemy URL (postgresql+psycopg://)
+    dsn: str  #: the same for libpq / psycopg
+    version: str  #: the server's ``server_version``
+
+
+@contextmanager
+def scratch_database(*, public_schema: bool = True) -> Iterator[Scratch]:
+    """A fresh database, with the public schema at head unless told otherwise, dropped at the end.
+
+    On ``DATABASE_URL``'s server, else where the tests would make one (``TEST_DATABASE_URL``,
+    Docker, or an embedded server started for the run). The database goes also when the
+    benchmark fails (:func:`app.testing.fresh_database`).
+    """
+    with ExitStack() as stack:
+        server_url = os.environ.get("DATABASE_URL")
+        if server_url is None:
+            server_url = stack.enter_context(database_server())
+        url = stack.enter_context(fresh_database(server_url))
+        if public_schema:
+            from app import public_migrations
+
+            app = make_test_app(url)
+            with app.app_context():
+                public_migrations.upgrade(db.engine)
+                db.engine.dispose()
+        dsn = url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(dsn) as conn:
+            version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+        yield Scratch(url=url, dsn=dsn, version=version)
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Lay out, write as PNG (110 dpi) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 _worker_app: Any = None
 
@@ -53,3 +104,12 @@ def provision_tenants(url: str, slugs: list[str], processes: int, *, plan: str =
     print(f"\r  provisioned {len(slugs)} tenants ({slugs[0]}..{slugs[-1]}) in {time.perf_counter() - started:.1f}s"
           f" ({processes} processes)", file=sys.stderr)
     return sorted(made)
+
+
+def report_plot(written: bool, path: Path) -> None:
+    """Say where the plot went (relative to the repository when inside it), or why there is none."""
+    if not written:
+        print("plot: skipped (matplotlib is not importable; `.venv/bin/pip install matplotlib` for one)")
+        return
+    shown, root = path.resolve(), Path(__file__).resolve().parents[1]
+    print(f"plot: {shown.relative_to(root) if shown.is_relative_to(root) else shown}")

@@ -48,10 +48,8 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for bench.common
 
-from app.extensions import db
 from app.tenancy.migrations import default_location, head_revision
-from app.testing import database_server, fresh_database, make_test_app
-from bench.common import provision_tenants
+from bench.common import provision_tenants, report_plot, save_figure, scratch_database
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = head_revision()  # the shipped head: where provisioning leaves every schema
@@ -259,10 +257,7 @@ def plot(path: Path, title: str, jobs: list[int], fanout: dict[int, list[float]]
     right.set_title("throughput")
     right.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
@@ -287,72 +282,52 @@ def main() -> None:
     cpu_raw: dict[int, list[float]] = {j: [] for j in jobs}
     tasks: dict[int, list[float]] = {j: [] for j in jobs}
     idle: list[float] = []
-    failure: BaseException | None = None
 
-    server_url = os.environ.get("DATABASE_URL")
-    server = database_server() if server_url is None else None
-    if server is not None:
-        server_url = server.__enter__()
     workdir = Path(tempfile.mkdtemp(prefix="tenantry-bench-"))
     try:
-        with fresh_database(server_url) as url:
-            try:  # whatever happens in here, fresh_database() gets to drop the database
-                dsn = url.replace("postgresql+psycopg://", "postgresql://")
-                app = make_test_app(url)
-                from app import public_migrations
+        with scratch_database() as scratch:
+            url, dsn, version = scratch.url, scratch.dsn, scratch.version
+            print(f"PostgreSQL {version}; {args.tenants} tenants, jobs {jobs}, {args.repeat} repetition(s)",
+                  file=sys.stderr)
+            provision(url, args.tenants, args.provision_processes)
+            fill(dsn, args.rows)
+            location = stream_with_target(workdir)
+            with psycopg.connect(dsn) as conn:
+                tenants = [(r[0], r[1]) for r in conn.execute(
+                    "SELECT id, schema_name FROM public.tenants ORDER BY slug")]
+            check_all_at(dsn, BASE, args.tenants)
+            cli = Cli(url, location)
+            reset_jobs = str(max(jobs))
 
-                with app.app_context():
-                    public_migrations.upgrade(db.engine)
-                    db.engine.dispose()
-                with psycopg.connect(dsn) as conn:
-                    version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-                print(f"PostgreSQL {version}; {args.tenants} tenants, jobs {jobs}, {args.repeat} repetition(s)",
-                      file=sys.stderr)
-                provision(url, args.tenants, args.provision_processes)
-                fill(dsn, args.rows)
-                location = stream_with_target(workdir)
-                with psycopg.connect(dsn) as conn:
-                    tenants = [(r[0], r[1]) for r in conn.execute(
-                        "SELECT id, schema_name FROM public.tenants ORDER BY slug")]
-                check_all_at(dsn, BASE, args.tenants)
-                cli = Cli(url, location)
-                reset_jobs = str(max(jobs))
-
-                for rep in range(args.repeat):
-                    for j in jobs:
-                        order = ("fanout", "raw") if (rep + jobs.index(j)) % 2 == 0 else ("raw", "fanout")
-                        for side in order:
-                            if side == "fanout":
-                                wall, report = cli.migrate("--jobs", str(j))
-                                if report["status"] != "succeeded" or report["migrated"] != args.tenants:
-                                    raise RuntimeError(f"fan-out did not migrate every schema: {report}")
-                                check_all_at(dsn, TARGET, args.tenants)
-                                fanout[j].append(wall)
-                                internal[j].append(report["elapsed_s"])
-                                cpu_fanout[j].append(report["cpu_s"])
-                                tasks[j].append(task_ms(dsn, report["run_id"]))
-                                idle_wall, report = cli.migrate("--jobs", str(j))  # nothing behind now
-                                if report["migrated"] != 0:
-                                    raise RuntimeError(f"a second run found work: {report}")
-                                idle.append(idle_wall)
-                                cli.migrate("--to", BASE, "--jobs", reset_jobs)
-                            else:
-                                wall, cpu = raw_pass(dsn, tenants, j, up=True)
-                                check_all_at(dsn, TARGET, args.tenants)
-                                raw[j].append(wall)
-                                cpu_raw[j].append(cpu)
-                                raw_pass(dsn, tenants, max(jobs), up=False)
-                            check_all_at(dsn, BASE, args.tenants)
-                        print(f"  rep {rep + 1}, jobs {j}: fan-out {fanout[j][-1]:.2f}s, raw {raw[j][-1]:.2f}s",
-                              file=sys.stderr)
-            except BaseException as exc:  # re-raised below, once the database is gone
-                failure = exc
+            for rep in range(args.repeat):
+                for j in jobs:
+                    order = ("fanout", "raw") if (rep + jobs.index(j)) % 2 == 0 else ("raw", "fanout")
+                    for side in order:
+                        if side == "fanout":
+                            wall, report = cli.migrate("--jobs", str(j))
+                            if report["status"] != "succeeded" or report["migrated"] != args.tenants:
+                                raise RuntimeError(f"fan-out did not migrate every schema: {report}")
+                            check_all_at(dsn, TARGET, args.tenants)
+                            fanout[j].append(wall)
+                            internal[j].append(report["elapsed_s"])
+                            cpu_fanout[j].append(report["cpu_s"])
+                            tasks[j].append(task_ms(dsn, report["run_id"]))
+                            idle_wall, report = cli.migrate("--jobs", str(j))  # nothing behind now
+                            if report["migrated"] != 0:
+                                raise RuntimeError(f"a second run found work: {report}")
+                            idle.append(idle_wall)
+                            cli.migrate("--to", BASE, "--jobs", reset_jobs)
+                        else:
+                            wall, cpu = raw_pass(dsn, tenants, j, up=True)
+                            check_all_at(dsn, TARGET, args.tenants)
+                            raw[j].append(wall)
+                            cpu_raw[j].append(cpu)
+                            raw_pass(dsn, tenants, max(jobs), up=False)
+                        check_all_at(dsn, BASE, args.tenants)
+                    print(f"  rep {rep + 1}, jobs {j}: fan-out {fanout[j][-1]:.2f}s, raw {raw[j][-1]:.2f}s",
+                          file=sys.stderr)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        if server is not None:
-            server.__exit__(None, None, None)
-    if failure is not None:
-        raise failure
 
     print()
     print(f"PostgreSQL {version}, {args.tenants} tenant schemas {BASE} -> {TARGET} (add column + index), "
@@ -373,11 +348,7 @@ def main() -> None:
     if not args.no_plot:
         title = (f"flask tenants migrate vs raw SQL: {args.tenants} schemas, PostgreSQL {version.split()[0]}, "
                  f"median of {args.repeat}")
-        if plot(args.plot, title, jobs, fanout, raw, args.tenants):
-            shown = args.plot.resolve()
-            print(f"plot: {shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown}")
-        else:
-            print("plot: skipped (matplotlib is not importable; `.venv/bin/pip install matplotlib` for one)")
+        report_plot(plot(args.plot, title, jobs, fanout, raw, args.tenants), args.plot)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import statistics
 import sys
 import time
@@ -57,12 +56,11 @@ from sqlalchemy import event
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for bench.common
 
-from app import public_migrations
 from app.config import defaults
 from app.extensions import db
 from app.tenancy import recycling
-from app.testing import database_server, fresh_database, make_test_app
-from bench.common import provision_tenants
+from app.testing import make_test_app
+from bench.common import provision_tenants, report_plot, save_figure, scratch_database
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
@@ -319,10 +317,7 @@ def plot(path: Path, title: str, passes: list[Pass], raw: Pass, every_table: Pas
     right.set_title("(b) the pooled connection's backend (before check-in)", fontsize=9)
     right.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
@@ -339,49 +334,25 @@ def main() -> None:
     args = parser.parse_args()
     points = sample_points(args.tenants)
 
-    server_url = os.environ.get("DATABASE_URL")
-    server = database_server() if server_url is None else None
-    if server is not None:
-        server_url = server.__enter__()
-    failure: BaseException | None = None
-    try:
-        with fresh_database(server_url) as url:
-            try:  # whatever happens in here, fresh_database() gets to drop the database
-                dsn = url.replace("postgresql+psycopg://", "postgresql://")
-                setup = make_test_app(url)
-                with setup.app_context():
-                    public_migrations.upgrade(db.engine)
-                    db.engine.dispose()
-                with psycopg.connect(dsn) as conn:
-                    version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-                print(f"PostgreSQL {version}; {args.tenants} tenants", file=sys.stderr)
-                tenants = provision(url, args.tenants, args.provision_processes)
-                schemas = ["t_" + slug for slug, _ in tenants]
-                passes = []
-                for name, limit, with_rss in ((f"app, recycle after {args.recycle_after}", args.recycle_after, True),
-                                              ("app, recycling off", 0, False)):
-                    started = time.perf_counter()
-                    passes.append(app_pass(name, url, tenants, points, limit, with_rss))
-                    print(f"  {name}: {time.perf_counter() - started:.1f}s", file=sys.stderr)
-                raw, warm_ms = raw_pass("raw SQL", dsn, schemas, points, RAW_SELECT)
-                every_table, _ = raw_pass("raw SQL, every table", dsn, schemas, points, EVERY_TABLE)
-                connect = connect_ms(dsn)
-            except BaseException as exc:  # re-raised below, once the database is gone
-                failure = exc
-    finally:
-        if server is not None:
-            server.__exit__(None, None, None)
-    if failure is not None:
-        raise failure
+    with scratch_database() as scratch:
+        url, dsn, version = scratch.url, scratch.dsn, scratch.version
+        print(f"PostgreSQL {version}; {args.tenants} tenants", file=sys.stderr)
+        tenants = provision(url, args.tenants, args.provision_processes)
+        schemas = ["t_" + slug for slug, _ in tenants]
+        passes = []
+        for name, limit, with_rss in ((f"app, recycle after {args.recycle_after}", args.recycle_after, True),
+                                      ("app, recycling off", 0, False)):
+            started = time.perf_counter()
+            passes.append(app_pass(name, url, tenants, points, limit, with_rss))
+            print(f"  {name}: {time.perf_counter() - started:.1f}s", file=sys.stderr)
+        raw, warm_ms = raw_pass("raw SQL", dsn, schemas, points, RAW_SELECT)
+        every_table, _ = raw_pass("raw SQL, every table", dsn, schemas, points, EVERY_TABLE)
+        connect = connect_ms(dsn)
 
     report(version, args.tenants, args.recycle_after, passes, raw, points, connect, warm_ms, every_table)
     if not args.no_plot:
         title = f"Memory after serving N distinct tenants, PostgreSQL {version.split()[0]}, {args.tenants} tenants"
-        if plot(args.plot, title, passes, raw, every_table):
-            shown = args.plot.resolve()
-            print(f"plot: {shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown}")
-        else:
-            print("plot: skipped (matplotlib is not importable; `.venv/bin/pip install matplotlib` for one)")
+        report_plot(plot(args.plot, title, passes, raw, every_table), args.plot)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ docs/img/provisioning.png when matplotlib is importable (no project dependency:
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -41,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for bench.common
 from app.extensions import db
 from app.tenancy.migrations import head_revision, rendered_path
 from app.tenancy.provisioning import provision_tenant
-from app.testing import ADMIN_TOKEN, database_server, fresh_database, make_test_app
-from bench.common import provision_tenants
+from app.testing import ADMIN_TOKEN, make_test_app
+from bench.common import provision_tenants, report_plot, save_figure, scratch_database
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDES = ("raw", "service", "http")
@@ -134,10 +133,7 @@ def plot(path: Path, title: str, results: dict[int, dict[str, list[float]]]) -> 
     ax.set_ylabel("ms per onboarding (bars p50, ticks p95)")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
@@ -152,43 +148,27 @@ def main() -> None:
     levels = sorted(int(t) for t in args.tenants.split(",") if t.strip())
 
     results: dict[int, dict[str, list[float]]] = {}
-    server_url = os.environ.get("DATABASE_URL")
-    server = database_server() if server_url is None else None
-    if server is not None:
-        server_url = server.__enter__()
-    try:
-        with fresh_database(server_url) as url:
-            dsn = url.replace("postgresql+psycopg://", "postgresql://")
-            setup = make_test_app(url)
-            from app import public_migrations
-
-            with setup.app_context():
-                public_migrations.upgrade(db.engine)
-                db.engine.dispose()
-            with psycopg.connect(dsn) as conn:
-                version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-            print(f"PostgreSQL {version}; levels {levels}, {args.samples} samples per side", file=sys.stderr)
-            for level in levels:
-                fill_to(url, dsn, level, args.processes)
-                sides = Sides(url, dsn, level)
-                try:
-                    for side in SIDES:  # warm-up: first-use costs (imports, rendering, plans) off the record
-                        sides.run(side)
-                    samples: dict[str, list[float]] = {side: [] for side in SIDES}
-                    for i in range(args.samples):
-                        order = SIDES[i % 3:] + SIDES[: i % 3]
-                        for side in order:
-                            samples[side].append(sides.run(side))
-                finally:
-                    sides.close()
-                results[level] = samples
-                raw = statistics.median(samples["raw"])
-                print(f"  {level:,} tenants: " + ", ".join(
-                    f"{side} {statistics.median(samples[side]) * 1000:.1f} ms" for side in SIDES
-                ) + f" (service/raw {statistics.median(samples['service']) / raw:.2f}x)", file=sys.stderr)
-    finally:
-        if server is not None:
-            server.__exit__(None, None, None)
+    with scratch_database() as scratch:
+        url, dsn, version = scratch.url, scratch.dsn, scratch.version
+        print(f"PostgreSQL {version}; levels {levels}, {args.samples} samples per side", file=sys.stderr)
+        for level in levels:
+            fill_to(url, dsn, level, args.processes)
+            sides = Sides(url, dsn, level)
+            try:
+                for side in SIDES:  # warm-up: first-use costs (imports, rendering, plans) off the record
+                    sides.run(side)
+                samples: dict[str, list[float]] = {side: [] for side in SIDES}
+                for i in range(args.samples):
+                    order = SIDES[i % 3:] + SIDES[: i % 3]
+                    for side in order:
+                        samples[side].append(sides.run(side))
+            finally:
+                sides.close()
+            results[level] = samples
+            raw = statistics.median(samples["raw"])
+            print(f"  {level:,} tenants: " + ", ".join(
+                f"{side} {statistics.median(samples[side]) * 1000:.1f} ms" for side in SIDES
+            ) + f" (service/raw {statistics.median(samples['service']) / raw:.2f}x)", file=sys.stderr)
 
     print()
     print(f"PostgreSQL {version}: onboarding one tenant (schema at {head_revision()}), "
@@ -203,11 +183,7 @@ def main() -> None:
                   f" {percentile(values, 0.95) * 1000:>8.2f} {statistics.median(values) / raw:>9.2f}x")
     if not args.no_plot:
         title = f"Onboarding vs raw DDL, PostgreSQL {version.split()[0]}, {args.samples} samples per side"
-        if plot(args.plot, title, results):
-            shown = args.plot.resolve()
-            print(f"plot: {shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown}")
-        else:
-            print("plot: skipped (matplotlib is not importable)")
+        report_plot(plot(args.plot, title, results), args.plot)
 
 
 if __name__ == "__main__":

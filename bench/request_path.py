@@ -92,8 +92,8 @@ import psycopg  # noqa: E402
 from app.config import SETTINGS  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.tenancy.context import TenantBinding  # noqa: E402
-from app.testing import database_server, fresh_database, make_test_app  # noqa: E402
-from bench.common import provision_tenants  # noqa: E402
+from app.testing import make_test_app  # noqa: E402
+from bench.common import provision_tenants, report_plot, save_figure, scratch_database  # noqa: E402
 
 BUILDS = ("multi", "single")
 ENDPOINTS = ("GET", "POST")
@@ -563,10 +563,7 @@ def plot(path: Path, title: str, counts: list[int], results: dict[tuple[int, str
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
@@ -656,25 +653,13 @@ def main() -> None:
     failure: BaseException | None = None
     version = "?"
 
-    server_url = os.environ.get("DATABASE_URL")
-    server = database_server() if server_url is None else None
-    if server is not None:
-        server_url = server.__enter__()
     workdir = Path(tempfile.mkdtemp(prefix="tenantry-bench-"))
     generator = Generator(args.generator_processes, args.connections)
     try:
-        with fresh_database(server_url) as url:
+        with scratch_database() as scratch:
+            url, dsn, version = scratch.url, scratch.dsn, scratch.version
             servers: list[Gunicorn] = []
-            try:  # whatever happens in here, fresh_database() gets to drop the database
-                dsn = url.replace("postgresql+psycopg://", "postgresql://")
-                app = make_test_app(url)
-                from app import public_migrations
-
-                with app.app_context():
-                    public_migrations.upgrade(db.engine)
-                    db.engine.dispose()
-                with psycopg.connect(dsn) as conn:
-                    version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+            try:
                 print(f"PostgreSQL {version}; tenants {counts}; gunicorn {args.workers} workers x {args.threads}"
                       f" threads; {args.connections} connections; {args.repeat} x {args.seconds:g} s"
                       f" (+{args.warmup:g} s warm-up) per run", file=sys.stderr)
@@ -739,8 +724,6 @@ def main() -> None:
     finally:
         generator.close()
         shutil.rmtree(workdir, ignore_errors=True)
-        if server is not None:
-            server.__exit__(None, None, None)
     if failure is not None:
         raise failure
 
@@ -764,11 +747,7 @@ def main() -> None:
     if not args.no_plot:
         title = (f"GET/POST /v1/repositories, multi- vs single-tenant build, PostgreSQL {version.split()[0]}, "
                  f"gunicorn {args.workers}x{args.threads}, {args.connections} connections, median of {args.repeat}")
-        if plot(args.plot, title, counts, results):
-            shown = args.plot.resolve()
-            print(f"plot: {shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown}")
-        else:
-            print("plot: skipped (matplotlib is not importable; `.venv/bin/pip install matplotlib` for one)")
+        report_plot(plot(args.plot, title, counts, results), args.plot)
 
 
 if __name__ == "__main__":

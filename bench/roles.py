@@ -28,7 +28,6 @@ Prints medians; drops the scratch database (and its roles) at the end.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import sys
@@ -40,7 +39,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.tenancy.roles import role_prefix  # noqa: E402
-from app.testing import database_server, fresh_database  # noqa: E402
+from bench.common import scratch_database  # noqa: E402
 
 
 def create_tenants(dsn: str, prefix: str, start: int, count: int, with_inherit_clause: bool) -> None:
@@ -158,42 +157,33 @@ def main() -> None:
     args = parser.parse_args()
     counts = sorted(int(n) for n in args.tenants.split(","))
 
-    server_url = os.environ.get("DATABASE_URL")
-    server = database_server() if server_url is None else None
-    if server is not None:
-        server_url = server.__enter__()
-    try:
-        with fresh_database(server_url) as url:
-            dsn = url.replace("postgresql+psycopg://", "postgresql://")
-            with psycopg.connect(dsn) as conn:
-                version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-                num = int(conn.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
-                database = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
-            prefix = role_prefix(database)
-            inherit_clause = num >= 160000
-            # A superuser passes every membership check without the cache this is about:
-            # work as a login role with CREATEROLE, as a deployment would.
-            login = f"{prefix}login"
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute(f'CREATE ROLE "{login}" LOGIN CREATEROLE NOINHERIT')
-                conn.execute(f'GRANT CREATE ON DATABASE "{database}" TO "{login}"')
-            dsn = str(psycopg.conninfo.make_conninfo(dsn, user=login))
-            print(f"PostgreSQL {version}", file=sys.stderr)
-            rows = []
-            made = 0
-            for count in counts:
-                create_tenants(dsn, prefix, made, count - made, inherit_clause)
-                made = count
-                plain_us, roled_us = per_transaction(dsn, prefix, count, args.transactions)
-                stall = stall_after_grant(dsn, prefix, count, args.idle, args.rounds)
-                prov_plain, prov_roled = provisioning(dsn, prefix, 20, inherit_clause, count)
-                rows.append((count, plain_us, roled_us, stall, prov_plain, prov_roled))
-                print(f"  {count} tenants: tx {plain_us:.0f} µs, with role {roled_us:.0f} µs"
-                      f" ({roled_us / plain_us - 1:+.1%}); after a GRANT {stall:.2f} ms;"
-                      f" DDL {prov_plain:.2f} ms, with role {prov_roled:.2f} ms", file=sys.stderr)
-    finally:
-        if server is not None:
-            server.__exit__(None, None, None)
+    with scratch_database(public_schema=False) as scratch:
+        dsn, version = scratch.dsn, scratch.version
+        with psycopg.connect(dsn) as conn:
+            num = int(conn.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+            database = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        prefix = role_prefix(database)
+        inherit_clause = num >= 160000
+        # A superuser passes every membership check without the cache this is about:
+        # work as a login role with CREATEROLE, as a deployment would.
+        login = f"{prefix}login"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE ROLE "{login}" LOGIN CREATEROLE NOINHERIT')
+            conn.execute(f'GRANT CREATE ON DATABASE "{database}" TO "{login}"')
+        dsn = str(psycopg.conninfo.make_conninfo(dsn, user=login))
+        print(f"PostgreSQL {version}", file=sys.stderr)
+        rows = []
+        made = 0
+        for count in counts:
+            create_tenants(dsn, prefix, made, count - made, inherit_clause)
+            made = count
+            plain_us, roled_us = per_transaction(dsn, prefix, count, args.transactions)
+            stall = stall_after_grant(dsn, prefix, count, args.idle, args.rounds)
+            prov_plain, prov_roled = provisioning(dsn, prefix, 20, inherit_clause, count)
+            rows.append((count, plain_us, roled_us, stall, prov_plain, prov_roled))
+            print(f"  {count} tenants: tx {plain_us:.0f} µs, with role {roled_us:.0f} µs"
+                  f" ({roled_us / plain_us - 1:+.1%}); after a GRANT {stall:.2f} ms;"
+                  f" DDL {prov_plain:.2f} ms, with role {prov_roled:.2f} ms", file=sys.stderr)
 
     print(f"\nPostgreSQL {version}: tenant roles, medians")
     print(f"{'tenants':>8} {'tx µs':>8} {'tx+role µs':>11} {'overhead':>9} {'after GRANT ms':>15}"
