@@ -137,11 +137,17 @@ def _jwt_leeway(raw: str) -> int:
     return value
 
 
-def _log_format(raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in ("console", "json"):
-        raise ValueError("must be console or json")
-    return value
+def _one_of(*choices: str) -> Callable[[str], str]:
+    """A parser for a word among ``choices`` (any case, surrounding spaces ignored)."""
+    listed = ", ".join(choices[:-1]) + " or " + choices[-1]
+
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be {listed}")
+        return value
+
+    return parse
 
 
 def _flag(raw: str) -> bool:
@@ -157,13 +163,6 @@ def _directory(raw: str) -> str:
     value = _nonempty(raw)
     if not Path(value).is_dir():
         raise ValueError("must be an existing directory")
-    return value
-
-
-def _tenant_roles(raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in ("auto", "on", "off"):
-        raise ValueError("must be auto, on or off")
     return value
 
 
@@ -195,7 +194,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TENANT_MIGRATIONS_LOCATION", "TENANT_MIGRATIONS_LOCATION", _nonempty, None,
             "Alternative tenant migration scripts directory (defaults to the bundled tenant_migrations)."),
     Setting("LOG_LEVEL", "LOG_LEVEL", _nonempty, "INFO", "Python logging level."),
-    Setting("LOG_FORMAT", "LOG_FORMAT", _log_format, "console",
+    Setting("LOG_FORMAT", "LOG_FORMAT", _one_of("console", "json"), "console",
             "console: readable lines for a terminal; json: one JSON object per line (production). "
             "Fields: docs/operations.md, Observability."),
     Setting("METRICS_ENABLED", "METRICS_ENABLED", _flag, True,
@@ -207,7 +206,7 @@ SETTINGS: tuple[Setting, ...] = (
             "An empty, writable directory shared by the worker processes of one server (gunicorn): "
             "metrics are then summed over all of them. Read by prometheus-client itself too, so it must "
             "be in the environment; empty it before each start."),
-    Setting("TENANT_ROLES", "TENANT_ROLES", _tenant_roles, "auto",
+    Setting("TENANT_ROLES", "TENANT_ROLES", _one_of("auto", "on", "off"), "auto",
             "A database role per tenant (owner of its schema, taken by every tenant transaction): on, off, "
             "or auto (on only where bench/roles.py found it cheap: no server so far; see docs/security.md)."),
     Setting("RATELIMIT_STORAGE_URI", "RATELIMIT_STORAGE_URI", _ratelimit_storage, "memory://",
