@@ -25,11 +25,10 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-__all__ = ["FIELDS", "LOG_FORMATS", "configure", "redact"]
+__all__ = ["FIELDS", "configure", "redact"]
 
 #: Structured fields, in the order the console format shows them.
 FIELDS = ("event", "request_id", "tenant", "key_id", "method", "route", "status", "duration_ms", "run_id")
-LOG_FORMATS = ("console", "json")
 
 REDACTED = "[redacted]"
 _CREDENTIALS = re.compile(
