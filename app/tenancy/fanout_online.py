@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from . import migrations, roles
-from .fanout_worker import APPLICATION_NAME, Literals, _last_row, _ms, failure, record_sql
+from .fanout_worker import APPLICATION_NAME, Literals, _last_row, _ms, failure, lock_sql, record_sql
 from .locks import LOCK_NAMESPACE
 from .naming import quote_ident, schema_name_for, validate_slug
 
@@ -47,7 +47,9 @@ class OnlineMigrator:
             "statement_timeout": _ms(settings.get("statement_timeout")),
         }
         self.literal = Literals()
-        self.timeouts_sql = tuple(self.literal(self.timeouts[name]) for name in ("lock_timeout", "statement_timeout"))
+        self.timeouts_sql = (
+            self.literal(self.timeouts["lock_timeout"]), self.literal(self.timeouts["statement_timeout"]),
+        )
         self.engine: Engine = create_engine(
             settings["url"], poolclass=NullPool, connect_args={"application_name": APPLICATION_NAME}
         )
@@ -102,10 +104,7 @@ class OnlineMigrator:
             # One round trip: timeouts, the tenant lock, then (after the lock, in a new
             # snapshot) whether the tenant still exists, its version table, its search_path.
             exists, versioned, _ = _last_row(cursor.execute(
-                f"SELECT set_config('lock_timeout', {self.timeouts_sql[0]}, true),"
-                f" set_config('statement_timeout', {self.timeouts_sql[1]}, true),"
-                f" set_config('application_name', '{APPLICATION_NAME}:{slug}', true),"
-                f" pg_advisory_xact_lock({LOCK_NAMESPACE}, hashtext('{slug}'));"
+                f"{lock_sql(self.timeouts_sql, slug)};"
                 f" SELECT EXISTS (SELECT 1 FROM public.tenants WHERE id = {int(task['tenant_id'])}),"
                 f" to_regclass('{quoted}.alembic_version') IS NOT NULL,"
                 f" set_config('search_path', '{quoted}', true)"

@@ -132,7 +132,7 @@ class RenderedMigrator:
             # fails, nothing ran and the slower path below looks at what is there.
             try:
                 cursor.execute(
-                    f"BEGIN;{self._lock_sql(slug)};"
+                    f"BEGIN;{lock_sql(self.timeouts_sql, slug)};"
                     f"SELECT 1 / CASE WHEN EXISTS (SELECT 1 FROM public.tenants WHERE id = {int(task['tenant_id'])})"
                     f" AND (SELECT max(version_num) FROM {quoted}.alembic_version) = {self.literal(planned)}"
                     " THEN 1 ELSE 0 END;"
@@ -151,7 +151,7 @@ class RenderedMigrator:
         # its schema; then the path from that revision.
         try:
             _, _, (exists, _), (current,) = _first_rows(cursor.execute(
-                f"BEGIN;{self._lock_sql(slug)};"
+                f"BEGIN;{lock_sql(self.timeouts_sql, slug)};"
                 f" SELECT EXISTS (SELECT 1 FROM public.tenants WHERE id = {int(task['tenant_id'])}),"
                 f" set_config('search_path', '{quoted}', true);"
                 f" SELECT max(version_num) FROM {quoted}.alembic_version"
@@ -178,15 +178,17 @@ class RenderedMigrator:
         )
         return {"status": status, "from": current, "to": self.target}
 
-    def _lock_sql(self, slug: str) -> str:
-        """The schema transaction's first statement: its timeouts, its name (the tenant, for
-        pg_stat_activity, also while it waits) and the tenant's advisory lock."""
-        return (
-            f"SELECT set_config('lock_timeout', {self.timeouts_sql[0]}, true),"
-            f" set_config('statement_timeout', {self.timeouts_sql[1]}, true),"
-            f" set_config('application_name', '{APPLICATION_NAME}:{slug}', true),"
-            f" pg_advisory_xact_lock({LOCK_NAMESPACE}, hashtext('{slug}'))"
-        )
+
+def lock_sql(timeouts_sql: tuple[str, str], slug: str) -> str:
+    """A schema transaction's first statement: its lock and statement timeouts (SQL literals),
+    its name (the tenant, for pg_stat_activity, also while it waits) and the tenant's
+    advisory lock. ``slug`` must be validated: it is written into the text."""
+    return (
+        f"SELECT set_config('lock_timeout', {timeouts_sql[0]}, true),"
+        f" set_config('statement_timeout', {timeouts_sql[1]}, true),"
+        f" set_config('application_name', '{APPLICATION_NAME}:{slug}', true),"
+        f" pg_advisory_xact_lock({LOCK_NAMESPACE}, hashtext('{slug}'))"
+    )
 
 
 def record_sql(
