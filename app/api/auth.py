@@ -36,7 +36,7 @@ from app.api.errors import handle_exception
 from app.api.hints import check_hints
 from app.api.ratelimit import check_tenant_rate
 from app.extensions import db
-from app.models.public import API_KEY_ROLES, ApiKey
+from app.models.public import API_KEY_ROLES
 from app.tenancy import api_keys, audit, jwt_tokens
 from app.tenancy.binding import apply_binding, platform_access
 from app.tenancy.context import TenantBinding, bind, unbind
@@ -80,33 +80,38 @@ def require_tenant_key() -> None:
     against the tenant's rate limit (429 when its plan's budget is spent).
     """
     token = bearer_token()
-    key: ApiKey | None = None
+    key: api_keys.AuthenticatedKey | None = None
     if not api_keys.looks_like_api_key(token) and jwt_tokens.looks_like_jwt(token):
         claims, tenant = jwt_tokens.authenticate(db.session(), token, _jwt_verifier())
         role = claims.role
         actor = audit.Actor(label=f"jwt:{claims.subject}", role=role, request_id=request_id())
+        binding = TenantBinding.for_slug(tenant.id, tenant.slug, tenant.db_role)
+        rate_limit = tenant.plan.rate_limit_per_minute
     else:
         # One round trip finds the key and binds its tenant's schema to the transaction.
-        key, tenant = api_keys.authenticate(db.session(), token, touch=False, bind=True)
+        key = api_keys.authenticate(db.session(), token, touch=False, bind=True)
         role = key.role
         actor = audit.Actor(label=f"api-key:{key.id}", api_key_id=key.id, role=role, request_id=request_id())
+        binding = key.tenant
+        rate_limit = key.rate_limit_per_minute
         _touch_at_the_end(key)
     try:
-        check_hints(tenant.slug)
+        check_hints(binding.slug)
     except Exception:
         apply_binding(db.session())  # the context has no tenant: the transaction follows it (deny)
         raise
 
     g.api_key = key  # None for a JWT
     g.role = role
-    g.tenant = tenant
-    g.tenant_token = bind(TenantBinding.for_slug(tenant.id, tenant.slug, tenant.db_role))
+    g.tenant_id = binding.tenant_id
+    g.rate_limit_per_minute = rate_limit
+    g.tenant_token = bind(binding)
     g.audit_token = audit.bind_actor(actor)
     apply_binding(db.session())
     check_tenant_rate()
 
 
-def _touch_at_the_end(key: ApiKey) -> None:
+def _touch_at_the_end(key: api_keys.AuthenticatedKey) -> None:
     """Refresh ``last_used_at`` of a successful request's key just before its COMMIT (see above)."""
 
     @after_this_request

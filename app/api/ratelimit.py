@@ -45,25 +45,25 @@ def init_app(app: Flask) -> None:
 
 def _tenant_key() -> str:
     # The id, not the slug: a slug provisioned again later is another tenant.
-    return f"tenant-{g.tenant.id}"
+    return f"tenant-{g.tenant_id}"
 
 
 def _plan_limit() -> str:
-    tenant = g.get("tenant")
-    if tenant is None or tenant.plan.rate_limit_per_minute is None:
+    per_minute = g.get("rate_limit_per_minute")
+    if per_minute is None:
         # flask-limiter also reads this limit in its own before_request hook, before the
         # key is authenticated, to decide which limits that hook applies; it counts none
         # of them there. Any valid value will do.
         return "1 per minute"
-    return f"{tenant.plan.rate_limit_per_minute} per minute"
+    return f"{per_minute} per minute"
 
 
 def check_tenant_rate() -> None:
     """Count this request against the bound tenant's budget; 429 with Retry-After when spent.
 
-    Needs ``g.tenant`` (with its plan loaded), as ``require_tenant_key`` leaves it.
+    Needs ``g.tenant_id`` and ``g.rate_limit_per_minute`` (its plan's), as ``require_tenant_key`` leaves them.
     """
-    per_minute = g.tenant.plan.rate_limit_per_minute
+    per_minute = g.rate_limit_per_minute
     if per_minute is None:
         return
     limit: RouteLimit = current_app.extensions[EXTENSION]

@@ -31,8 +31,7 @@ def list_api_keys(session: Session, *, limit: int = 50, cursor: str | None = Non
 def create_api_key(session: Session, *, role: str, name: str | None = None) -> IssuedApiKey:
     """Issue a key; its token is in the result and nowhere else."""
     binding = require_tenant()
-    # In a request the tenant row is already in the session (the key lookup loaded
-    # it), so this costs no query.
+    # One query more: keys are issued rarely, and the tenant must still exist.
     with platform_access(session):
         tenant = session.get(Tenant, binding.tenant_id)
         if tenant is None:

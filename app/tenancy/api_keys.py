@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from app.models.public import API_KEY_ROLES, ApiKey, Tenant
+from app.models.public import API_KEY_ROLES, ApiKey, Plan, Tenant
 from app.pagination import Page, decode_cursor, make_page
 
 from . import binding
@@ -146,23 +146,54 @@ def looks_like_api_key(token: str) -> bool:
     return token.startswith(TOKEN_PREFIX + "_")
 
 
-#: The key and its tenant by prefix. Built once: a statement built per request costs
-#: more Python than its round trip (SQLAlchemy memoises a statement object's cache key).
-_LOOKUP = select(ApiKey, Tenant).join(Tenant, Tenant.id == ApiKey.tenant_id).where(
-    ApiKey.prefix == bindparam("prefix")
+@dataclass(frozen=True, slots=True)
+class AuthenticatedKey:
+    """A key that :func:`authenticate` accepted, and what a request needs of its tenant.
+
+    Plain values read by the lookup, not ORM objects: building and tracking three mapped
+    objects (key, tenant, plan) cost about 0.3 ms of Python per request, and nothing
+    downstream writes through them. ``id`` and ``last_used_at`` are the key's (what
+    :func:`touch_last_used` reads).
+    """
+
+    id: int
+    role: str
+    last_used_at: datetime | None
+    #: The key's tenant, as the request binds it.
+    tenant: TenantBinding
+    #: The tenant's plan budget (None: unlimited).
+    rate_limit_per_minute: int | None
+
+
+_keys, _tenants, _plans = ApiKey.__table__, Tenant.__table__, Plan.__table__
+#: The key, its tenant and its plan by prefix, as plain columns (see AuthenticatedKey). Built
+#: once: a statement built per request costs more Python than its round trip.
+_LOOKUP = (
+    select(
+        _keys.c.id, _keys.c.role, _keys.c.last_used_at, _keys.c.tenant_id, _tenants.c.slug, _tenants.c.db_role,
+        _plans.c.rate_limit_per_minute, _keys.c.secret_hash, _keys.c.revoked_at, _tenants.c.status,
+    )
+    .select_from(
+        _keys.join(_tenants, _tenants.c.id == _keys.c.tenant_id).join(_plans, _plans.c.id == _tenants.c.plan_id)
+    )
+    .where(_keys.c.prefix == bindparam("prefix"))
 )
+#: Where the secret's hash is in a lookup row (revoked_at and status follow).
+_FIELDS = 7
+#: Where a binding lookup's reported search_path is (the first of the binding columns).
+_REPORTED_PATH = 10
 #: The same, binding the transaction it opens (see authenticate). The secret is checked
 #: in Python, in constant time, not in SQL: the statement binds a live key's tenant,
 #: and a wrong secret puts the deny path back before anything else runs.
 _LOOKUP_AND_BIND = _LOOKUP.add_columns(*binding.binding_columns(
-    good=and_(ApiKey.revoked_at.is_(None), Tenant.status == "active"),
-    schema_name=Tenant.schema_name, slug=Tenant.slug, role=Tenant.db_role,
+    good=and_(_keys.c.revoked_at.is_(None), _tenants.c.status == "active"),
+    schema_name=_tenants.c.schema_name, slug=_tenants.c.slug, role=_tenants.c.db_role,
 ))
 
 
 def authenticate(
     session: Session, token: str, *, touch: bool = True, bind: bool = False
-) -> tuple[ApiKey, Tenant]:
+) -> AuthenticatedKey:
     """Resolve a bearer token to its key and tenant, or raise.
 
     The database is read every time (no cache), so a revocation committed by any
@@ -193,32 +224,34 @@ def authenticate(
             row = session.execute(_LOOKUP_AND_BIND, {"prefix": prefix}).first()
     # Compare against a dummy hash when the prefix is unknown, so timing does not tell
     # an attacker which prefixes exist.
-    expected = row[0].secret_hash if row else hash_secret(prefix)
+    expected = row[_FIELDS] if row else hash_secret(prefix)
     good = hmac.compare_digest(expected, hashed) and row is not None
-    key, tenant = (row[0], row[1]) if row is not None else (None, None)
+    revoked_at, status = row[_FIELDS + 1:_FIELDS + 3] if row is not None else (None, None)
+    live = row is not None and revoked_at is None and status == "active"
+    tenant = TenantBinding.for_slug(row[3], row[4], row[5]) if good and row is not None else None
     if bind:
-        live = key is not None and tenant is not None and key.revoked_at is None and tenant.status == "active"
-        if good and live:
-            binding.adopt(session, TenantBinding.for_slug(tenant.id, tenant.slug, tenant.db_role), row[2])
+        if tenant is not None and live:
+            binding.adopt(session, tenant, row[_REPORTED_PATH])
         else:  # deny: as the statement reported (dead key), or set now (no row, wrong secret)
-            binding.adopt(session, None, row[2] if row is not None and not live else None)
-    if not good or key is None or tenant is None:
+            binding.adopt(session, None, row[_REPORTED_PATH] if row is not None and not live else None)
+    if tenant is None or row is None:
         raise InvalidApiKey("Unknown API key.")
-    if key.revoked_at is not None:
+    if revoked_at is not None:
         raise InvalidApiKey("This API key has been revoked.")
-    if tenant.status != "active":
+    if status != "active":
         raise TenantSuspended(tenant.slug)
+    key = AuthenticatedKey(id=row[0], role=row[1], last_used_at=row[2], tenant=tenant, rate_limit_per_minute=row[6])
     if touch:
         touch_last_used(session, key)
-    return key, tenant
+    return key
 
 
-def needs_touch(key: ApiKey) -> bool:
+def needs_touch(key: ApiKey | AuthenticatedKey) -> bool:
     """Whether :func:`touch_last_used` would write: ``last_used_at`` is unset or older than the resolution."""
     return key.last_used_at is None or datetime.now(UTC) - key.last_used_at > LAST_USED_RESOLUTION
 
 
-def touch_last_used(session: Session, key: ApiKey) -> None:
+def touch_last_used(session: Session, key: ApiKey | AuthenticatedKey) -> None:
     """Refresh ``key.last_used_at`` when it is older than :data:`LAST_USED_RESOLUTION`.
 
     So a key's ``last_used_at`` lags its real last use by at most that much, and a busy

@@ -42,7 +42,7 @@ def test_a_trace_becomes_named_timed_round_trips_per_transaction():
 
 @pytest.mark.parametrize(("sql", "step"), [
     ("SELECT public.api_keys.id, public.tenants.id FROM public.api_keys JOIN public.tenants ON x",
-     "API key -> tenant lookup"),
+     "API key lookup (multi: + tenant, plan, bind)"),
     ("UPDATE public.api_keys SET last_used_at=%(x)s WHERE public.api_keys.id = %(y)s",
      "touch api_keys.last_used_at"),
     ("SELECT pg_advisory_xact_lock(%(ns)s, hashtext(%(slug)s))", "quota lock (advisory)"),

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from flask import g
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from app.api.auth import tenant_key_required
 from app.extensions import db
 from app.schemas.account import CurrentTenantSchema
-from app.services import quotas
+from app.services import account, quotas
 
 blp = Blueprint(
     "tenant_account", __name__, url_prefix="/v1/tenant",
@@ -23,7 +22,7 @@ class CurrentTenant(MethodView):
     @blp.response(200, CurrentTenantSchema)
     def get(self):
         """This tenant: slug, name, status, plan with its limits, and usage against each quota."""
-        tenant = g.tenant
+        tenant = account.current_tenant(db.session())
         return {
             "slug": tenant.slug,
             "name": tenant.name,
