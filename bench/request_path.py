@@ -11,13 +11,15 @@ and N real tenants (provision_tenant on the ``enterprise`` plan, which has no ra
 limit and no repository quota, in a few processes), each with ``--rows`` repositories.
 The tenant counts are reached incrementally in the one database (10, then 990 more…).
 
-For each count, two gunicorn servers are started on loopback, with the same
+For each count, three gunicorn servers are started on loopback, with the same
 gunicorn.conf.py, the same settings and the same database:
 
 - **multi**: ``wsgi:app``, the app as deployed;
 - **single**: ``bench.single_tenant:create()``, the same app built the same way, with the
-  tenancy machinery taken out: no API key → tenant lookup (nor the key's
-  ``last_used_at`` touch, tenant hints, tenant rate limit), no per-transaction
+  tenancy machinery taken out: the API key is still checked (read by its prefix from
+  ``api_keys``, hash compared, role checked, ``last_used_at`` touched, as a
+  single-tenant app with API keys does), but no tenant or plan is joined to it, no
+  tenant hints or tenant rate limit are checked, there is no per-transaction
   ``set_config('search_path', …, true)`` and none of the binding's ORM guards; its
   connections get ``SET search_path`` once, when they connect, to the first tenant's
   schema. Everything else (views, schemas, services, SQL, pool and ``pool_pre_ping``,
@@ -25,23 +27,28 @@ gunicorn.conf.py, the same settings and the same database:
   The quota lock is keyed by the request's key prefix (one per tenant), so creates
   queue on it exactly when the multi-tenant app's would, instead of all on one lock.
   :mod:`bench.single_tenant` says exactly what it replaces.
+- **bare**: the same single-tenant build with no authentication at all
+  (``BENCH_AUTH=none``): the lower bound, and the baseline of earlier runs.
 
-Both run ``--workers`` gthread workers with ``--threads`` threads each (default 2 x 4:
+The ratios are taken against **single**: tenancy overhead is what serving many tenants
+adds to the same authenticated endpoints. The ratio against **bare** is printed too.
+
+All three run ``--workers`` gthread workers with ``--threads`` threads each (default 2 x 4:
 two processes for two cores, so Python runs on both; threads so one waits on
 PostgreSQL while another runs Python), ``max_requests`` off (a worker restart
 mid-run would be measured as the request path). A closed-loop load generator
 (``--connections`` keep-alive http.client connections, in ``--generator-processes``
 processes) sends each request as a random tenant of the N (its own API key; the
-single build ignores the header):
+single build checks it but serves the one schema, the bare build ignores it):
 
 - ``GET /v1/repositories?limit=R`` (R = --rows: the page is the same size however
   many rows the POSTs added, and costs the same: the first R by primary key);
 - ``POST /v1/repositories`` with a github_repo_id unique to the request.
 
-Per count, endpoint and repetition, the two builds run one after the other, in an
-order that alternates, each for ``--seconds`` after ``--warmup`` seconds of the same
+Per count, endpoint and repetition, the builds run one after the other, in an
+order that rotates, each for ``--seconds`` after ``--warmup`` seconds of the same
 load (not counted). Prints the medians over the repetitions of requests/second and
-p50/p99 latency, and the ratio multi/single. The generator's own cost is printed too:
+p50/p99 latency, and the ratios multi/single and multi/bare. The generator's own cost is printed too:
 its CPU time per request, and what it sustains against ``/healthz`` (the cheapest
 route of the same server).
 
@@ -95,7 +102,7 @@ from app.tenancy.context import TenantBinding  # noqa: E402
 from app.testing import make_test_app  # noqa: E402
 from bench.common import provision_tenants, report_plot, save_figure, scratch_database  # noqa: E402
 
-BUILDS = ("multi", "single")
+BUILDS = ("multi", "single", "bare")
 ENDPOINTS = ("GET", "POST")
 PATH = "/v1/repositories"
 
@@ -315,7 +322,7 @@ STEPS: tuple[tuple[str, str], ...] = (
     (r"^rollback", "ROLLBACK"),
     (r"^(;|select 1)$", "pool pre-ping"),
     (r"set_config\('search_path'", "binding: set_config(search_path)"),
-    (r"from public\.api_keys", "API key -> tenant lookup"),
+    (r"from public\.api_keys", "API key lookup (multi: + tenant, plan, bind)"),
     (r"update public\.api_keys", "touch api_keys.last_used_at"),
     (r"pg_advisory_xact_lock", "quota lock (advisory)"),
     (r"public\.plans", "plan's max_repositories"),
@@ -421,7 +428,7 @@ class StepTimer:
     #: (module, function, step name): the tenancy steps of a tenant request.
     TIMED = (
         ("app.api.auth", "require_tenant_key", "auth rest (token, hints, g, rate limit)"),
-        ("app.tenancy.api_keys", "authenticate", "authenticate: key -> tenant (ORM + SQL)"),
+        ("app.tenancy.api_keys", "authenticate", "authenticate: key -> tenant (Python + SQL)"),
         ("app.tenancy.binding", "set_search_path", "binding: set_search_path"),
     )
 
@@ -476,10 +483,10 @@ def trace_requests(url: str, build: str, tenants: list[tuple[str, str]], single:
     from sqlalchemy import event
 
     app = make_test_app(url, TESTING=False, DB_POOL_SIZE=1, DB_MAX_OVERFLOW=0)
-    if build == "single":
+    if build != "multi":
         from bench.single_tenant import single_tenant
 
-        single_tenant(app, single)
+        single_tenant(app, single, authenticate=build == "single")
     trace_path = workdir / f"trace-{build}.txt"
     traced: list[Any] = []
     with app.app_context():
@@ -548,9 +555,10 @@ def plot(path: Path, title: str, counts: list[int], results: dict[tuple[int, str
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     xs = list(range(len(counts)))
     styles = {("multi", "GET"): ("tab:blue", "o-"), ("single", "GET"): ("tab:blue", "s--"),
-              ("multi", "POST"): ("tab:orange", "o-"), ("single", "POST"): ("tab:orange", "s--")}
+              ("bare", "GET"): ("tab:blue", "^:"), ("multi", "POST"): ("tab:orange", "o-"),
+              ("single", "POST"): ("tab:orange", "s--"), ("bare", "POST"): ("tab:orange", "^:")}
     for (build, method), (color, style) in styles.items():
-        label = f"{method} {build}-tenant"
+        label = f"{method} {build}"
         runs = [results[(n, build, method)] for n in counts]
         axes[0].plot(xs, [median([r.rps for r in rs]) for rs in runs], style, color=color, label=label)
         axes[1].plot(xs, [median([r.percentile(0.5) for r in rs]) for rs in runs], style, color=color, label=label)
@@ -567,23 +575,34 @@ def plot(path: Path, title: str, counts: list[int], results: dict[tuple[int, str
     return True
 
 
+def paired(runs: list[Run], against: list[Run], value: Any) -> float:
+    """The median over repetitions of one build's value against another's in the same repetition.
+
+    The builds of one repetition run back to back, so they share the machine's mood; on
+    a shared machine whose speed drifts between repetitions, this ratio moves less than
+    the ratio of the medians.
+    """
+    return median([value(a) / value(b) for a, b in zip(runs, against, strict=True)])
+
+
 def print_results(counts: list[int], results: dict[tuple[int, str, str], list[Run]]) -> None:
     print(f"{'tenants':>8} {'endpoint':>8} {'build':>7} {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'rps/single':>10} {'p50/single':>10} {'p50/' + format(counts[0], ','):>10} "
+          f"{'rps/single':>10} {'p50/single':>10} {'rps/bare':>9} {'p50/' + format(counts[0], ','):>10} "
           f"{'gen CPU us/req':>14} {'errors':>6}")
+    rps, p50 = (lambda r: r.rps), (lambda r: r.percentile(0.5))
     for method in ENDPOINTS:
         base_p50 = median([r.percentile(0.5) for r in results[(counts[0], "multi", method)]])
         for n in counts:
-            single_rps = median([r.rps for r in results[(n, "single", method)]])
-            single_p50 = median([r.percentile(0.5) for r in results[(n, "single", method)]])
+            single, bare = results[(n, "single", method)], results[(n, "bare", method)]
             for build in BUILDS:
                 runs = results[(n, build, method)]
-                rps, p50 = median([r.rps for r in runs]), median([r.percentile(0.5) for r in runs])
                 p99 = median([r.percentile(0.99) for r in runs])
                 errors = sum(v for r in runs for k, v in r.statuses.items() if k not in (200, 201))
-                vs_first = f"{p50 / base_p50:.2f}x" if build == "multi" else ""
-                print(f"{n:>8,} {method:>8} {build:>7} {rps:>7.0f} {p50:>7.2f} {p99:>7.2f} "
-                      f"{rps / single_rps:>9.2f}x {p50 / single_p50:>9.2f}x {vs_first:>10} "
+                vs_first = f"{median([p50(r) for r in runs]) / base_p50:.2f}x" if build == "multi" else ""
+                print(f"{n:>8,} {method:>8} {build:>7} {median([rps(r) for r in runs]):>7.0f} "
+                      f"{median([p50(r) for r in runs]):>7.2f} {p99:>7.2f} "
+                      f"{paired(runs, single, rps):>9.2f}x {paired(runs, single, p50):>9.2f}x "
+                      f"{paired(runs, bare, rps):>8.2f}x {vs_first:>10} "
                       f"{median([r.cpu_us_per_request for r in runs]):>14.0f} {errors:>6}")
 
 
@@ -682,9 +701,10 @@ def main() -> None:
                     tokens = [token for _, token in tenants]
                     servers = [
                         Gunicorn("wsgi:app", server_env(url, workdir, args), workdir, f"multi-{n}"),
-                        Gunicorn("bench.single_tenant:create()", server_env(
+                        *(Gunicorn("bench.single_tenant:create()", server_env(
                             url, workdir, args, BENCH_SCHEMA=single.schema_name, BENCH_TENANT_ID=str(first_id),
-                        ), workdir, f"single-{n}"),
+                            BENCH_AUTH=auth,
+                        ), workdir, f"{build}-{n}") for build, auth in (("single", "key"), ("bare", "none"))),
                     ]
                     by_build = dict(zip(BUILDS, servers, strict=True))
                     if not health:  # what the generator sustains on the cheapest route
@@ -693,7 +713,8 @@ def main() -> None:
                                                           min(args.seconds, 5), args.warmup))
                     for rep in range(args.repeat):
                         for e, method in enumerate(ENDPOINTS):
-                            order = BUILDS if (rep + e) % 2 == 0 else BUILDS[::-1]
+                            turn = (rep + e) % len(BUILDS)  # each build leads in turn
+                            order = BUILDS[turn:] + BUILDS[:turn]
                             for build in order:
                                 path = PATH if method == "POST" else f"{PATH}?limit={args.rows}"
                                 run = generator.drive(by_build[build].port, method, path, tokens,
@@ -737,7 +758,9 @@ def main() -> None:
           f"{args.connections} keep-alive connections ({args.generator_processes} generator processes); "
           f"medians of {args.repeat} x {args.seconds:g} s")
     print_results(counts, results)
-    print("rps/single, p50/single: the multi-tenant app against the single-tenant build, same count;")
+    print("rps/single, p50/single, rps/bare: each build against the single-tenant build with API keys, and"
+          " against the one with no authentication, same count (median over repetitions of the ratio within"
+          " a repetition);")
     print(f"p50/{counts[0]:,}: the multi-tenant p50 against its own at {counts[0]:,} tenants")
     h_rps, h_cpu = median([r.rps for r in health]), median([r.cpu_us_per_request for r in health])
     print(f"generator: /healthz {h_rps:.0f} rps, p50 {median([r.percentile(0.5) for r in health]):.2f} ms, "
@@ -745,7 +768,7 @@ def main() -> None:
     for n in counts:
         print_steps(n, steps[n])
     if not args.no_plot:
-        title = (f"GET/POST /v1/repositories, multi- vs single-tenant build, PostgreSQL {version.split()[0]}, "
+        title = (f"GET/POST /v1/repositories, multi-tenant vs single-tenant builds, PostgreSQL {version.split()[0]}, "
                  f"gunicorn {args.workers}x{args.threads}, {args.connections} connections, median of {args.repeat}")
         report_plot(plot(args.plot, title, counts, results), args.plot)
 
