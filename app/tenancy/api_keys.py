@@ -59,6 +59,14 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def new_prefix_and_secret() -> tuple[str, str]:
+    """A new key's public prefix (12 hex characters) and secret (256 random bits).
+
+    Its token is ``tnt_<prefix>_<secret>``.
+    """
+    return secrets.token_hex(6), secrets.token_urlsafe(32)
+
+
 def issue_api_key(
     session: Session, tenant: Tenant, role: str = "admin", *, name: str | None = None
 ) -> IssuedApiKey:
@@ -71,8 +79,7 @@ def issue_api_key(
         raise ValueError(f"unknown role {role!r}; expected one of {API_KEY_ROLES}")
     if name is not None and not 0 < len(name) <= NAME_MAX:
         raise ValueError(f"a key name has 1 to {NAME_MAX} characters")
-    prefix = secrets.token_hex(6)
-    secret = secrets.token_urlsafe(32)
+    prefix, secret = new_prefix_and_secret()
     key = ApiKey(tenant_id=tenant.id, prefix=prefix, secret_hash=hash_secret(secret), role=role, name=name)
     session.add(key)
     session.flush()  # generate api_keys.id and created_at for the caller's response
