@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from psycopg import sql
 from sqlalchemy import ColumnElement, and_, case, event, func, literal
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
@@ -96,12 +97,20 @@ def set_search_path(
     held that tenant's role, so it returns to the login user.
     """
     path = search_path_for(binding)
-    role = binding.role if binding is not None else None
     if binding is None and not (leaving or reset_role):  # the common case: a transaction begins unbound
         set_local_search_path(connection, path)
         return
+    statement, params = _binding_statement(binding, reset_role=reset_role, leaving=leaving)
+    _confirm(connection, path, connection.exec_driver_sql(statement, params).first()[0])
+
+
+def _binding_statement(
+    binding: TenantBinding | None, *, reset_role: bool, leaving: bool
+) -> tuple[str, dict[str, Any]]:
+    """What :func:`set_search_path` sends: the statement and its parameters (the path comes first)."""
+    role = binding.role if binding is not None else None
     columns = [_SET_SEARCH_PATH]
-    params: dict[str, Any] = {"path": path}
+    params: dict[str, Any] = {"path": search_path_for(binding)}
     if binding is not None:
         columns.append(_SET_APPLICATION_NAME)
         params["app"] = application_name_for(binding)
@@ -110,7 +119,25 @@ def set_search_path(
     if role is not None or reset_role:
         columns.append(_SET_ROLE)
         params["role"] = role or "none"
-    _confirm(connection, path, connection.exec_driver_sql(", ".join(columns), params).first()[0])
+    return ", ".join(columns), params
+
+
+def binding_sql(binding: TenantBinding | None, *, reset_role: bool = False) -> str:
+    """The statement :func:`set_search_path` would send, with its values as quoted literals.
+
+    For a caller that sends it in one message with other statements, where bound
+    parameters cannot go (onboarding restores its caller's binding in the message that
+    builds the schema). The values are a validated schema name, ``tenantry:<slug>`` and
+    a generated role name, quoted by psycopg all the same. Check what it reports with
+    :func:`confirm_binding`.
+    """
+    statement, params = _binding_statement(binding, reset_role=reset_role, leaving=False)
+    return statement % {k: sql.Literal(v).as_string(None) for k, v in params.items()}
+
+
+def confirm_binding(connection: Connection, binding: TenantBinding | None, reported_path: object) -> None:
+    """Check the search_path a :func:`binding_sql` statement reported (fail closed, as every binding)."""
+    _confirm(connection, search_path_for(binding), reported_path)
 
 
 @contextmanager

@@ -245,17 +245,21 @@ def migrate_schema(
 
 def build_new_schema(
     connection: Connection, schema_name: str, target: str | None, *, location: str | None = None,
-    create_sql: str = "",
-) -> str | None:
-    """Build a new, empty schema at ``target`` inside the open transaction; return ``target``.
+    create_sql: str = "", then_sql: str = "",
+) -> tuple[str | None, Any]:
+    """Build a new, empty schema at ``target`` inside the open transaction.
 
     The onboarding fast path: the stream from base to ``target`` is rendered once per
     (target, location) (:func:`rendered_path`) and sent with ``create_sql`` (the
-    caller's ``CREATE SCHEMA`` …) and the search_path in one round trip, instead of
-    Alembic's Python machinery per tenant (which measured about three times the DDL's
-    own time). The result is the catalog the migrations produce: tests compare it with
-    a schema migrated online and ``flask tenants check`` would report any difference.
-    A stream the text cannot carry (see :func:`rendered_path`) runs online as before.
+    caller's ``CREATE SCHEMA`` …), the search_path and ``then_sql`` (the caller's next
+    statement, a SELECT) in one round trip, instead of Alembic's Python machinery per
+    tenant (which measured about three times the DDL's own time). The result is the
+    catalog the migrations produce: tests compare it with a schema migrated online and
+    ``flask tenants check`` would report any difference. A stream the text cannot carry
+    (see :func:`rendered_path`) runs online as before.
+
+    Returns ``target`` and the first row of ``then_sql`` (run after the schema is built,
+    whichever way it was).
     """
     rendered = rendered_path(None, target, location)
     # No parameters: psycopg sends the text as it is, several statements in one
@@ -264,10 +268,15 @@ def build_new_schema(
     if rendered is None:
         if create_sql:
             cursor.execute(create_sql)
-        return migrate_schema(connection, schema_name, target, location=location, known=NEW_SCHEMA)
+        target = migrate_schema(connection, schema_name, target, location=location, known=NEW_SCHEMA)
+        return target, cursor.execute(then_sql).fetchone() if then_sql else None
     path = sql.Literal(quote_ident(schema_name)).as_string(None)
-    cursor.execute(f"{create_sql};SELECT set_config('search_path', {path}, true);{rendered}")
-    return target
+    cursor.execute(f"{create_sql};SELECT set_config('search_path', {path}, true);{rendered};{then_sql}")
+    if not then_sql:
+        return target, None
+    while cursor.nextset():  # to the last statement's result: then_sql's
+        pass
+    return target, cursor.fetchone()
 
 
 def _trust(context: Any, connection: Connection, known: SchemaState) -> None:

@@ -13,16 +13,17 @@ import logging
 import time
 from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
 from psycopg import sql
-from sqlalchemy import insert, literal, select, text
+from sqlalchemy import Select, bindparam, insert, literal, select, text
 from sqlalchemy.orm import Session
 
 from app.models.public import ApiKey, Plan, PlatformAuditEvent, Tenant
 
 from . import audit, locks, roles
 from .api_keys import TOKEN_PREFIX, IssuedApiKey, hash_secret, new_prefix_and_secret
-from .binding import set_search_path
+from .binding import binding_sql, confirm_binding
 from .context import current_tenant
 from .errors import ProvisioningFailed, TenancyError, TenantAlreadyExists, UnknownPlan
 from .migrations import build_new_schema, head_revision
@@ -137,15 +138,13 @@ def provision_in_transaction(
     connection = session.connection()
     locks.lock_tenant(connection, slug)
     # After the lock, in a new snapshot, in one round trip: the plan, the slug, the schema name.
-    taken = select(Tenant.id).where(Tenant.slug == slug).exists()
-    orphan_schema = text("EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = :schema)").bindparams(
-        schema=schema_name)
-    row = session.execute(select(Plan, taken, orphan_schema).where(Plan.name == plan)).one_or_none()
+    params = {"slug": slug, "schema": schema_name, "plan": plan}
+    row = session.execute(_CHECK, params).one_or_none()
     if row is None:  # no such plan; a taken slug still says so first
-        if session.scalar(select(taken)):
+        if session.scalar(select(_TAKEN), params):
             raise TenantAlreadyExists(slug)
         raise UnknownPlan(plan)
-    plan_row, is_taken, orphan = row
+    plan_id, plan_name, is_taken, orphan = row
     if is_taken:
         raise TenantAlreadyExists(slug)
     if orphan:  # a schema without a tenant row: never adopt it, someone must look at it
@@ -167,62 +166,90 @@ def provision_in_transaction(
         )
     else:
         create = f"CREATE SCHEMA {quote_ident(schema_name)}"
-    revision = build_new_schema(
-        connection, schema_name, revision or head_revision(location), location=location, create_sql=create
+    # Then, in the same message, back to the caller's binding, and off the tenant's role:
+    # public.tenants and the first key are platform data.
+    caller = current_tenant()
+    revision, restored = build_new_schema(
+        connection, schema_name, revision or head_revision(location), location=location, create_sql=create,
+        then_sql=binding_sql(caller, reset_role=role is not None),
     )
-    # Back to the caller's binding, and (one statement) off the tenant's role: public.tenants
-    # and the first key are platform data.
-    set_search_path(connection, current_tenant(), reset_role=role is not None)
+    confirm_binding(connection, caller, restored[0])
 
-    return _insert_records(session, slug=slug, name=name, schema_name=schema_name, plan=plan_row,
-                           revision=revision, role=role)
+    return _insert_records(session, slug=slug, name=name, schema_name=schema_name, plan_id=plan_id,
+                           plan_name=plan_name, revision=revision, role=role)
+
+
+_tenants, _keys, _events, _plans = Tenant.__table__, ApiKey.__table__, PlatformAuditEvent.__table__, Plan.__table__
+_TAKEN = select(_tenants.c.id).where(_tenants.c.slug == bindparam("slug")).exists()
+#: The plan by name, whether the slug is taken, whether its schema exists (an orphan).
+#: Statements built once (as every statement of a hot path here): building them per call
+#: cost more Python than their round trips.
+_CHECK = select(
+    _plans.c.id, _plans.c.name, _TAKEN,
+    text("EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = :schema)"),
+).where(_plans.c.name == bindparam("plan"))
 
 
 def _insert_records(
-    session: Session, *, slug: str, name: str, schema_name: str, plan: Plan, revision: str | None, role: str | None,
+    session: Session, *, slug: str, name: str, schema_name: str, plan_id: int, plan_name: str,
+    revision: str | None, role: str | None,
 ) -> ProvisionedTenant:
     """The tenant row, its first (admin) key and the platform audit event: one statement.
 
     Three INSERTs chained by data-modifying CTEs (the key and the event take the new
     tenant's id from the first), all values bound parameters. Written in Core, not as
-    three ORM objects flushed one by one: that was three round trips and about a
-    millisecond of unit-of-work Python, a third of what onboarding added to its DDL.
+    three ORM objects flushed one by one: that was three round trips and the unit of
+    work's Python, a good part of what onboarding added to its DDL.
     """
-    tenants, keys, events = Tenant.__table__, ApiKey.__table__, PlatformAuditEvent.__table__
     prefix, secret = new_prefix_and_secret()
     actor = audit.current_actor()
-    new_tenant = (
-        insert(tenants)
-        .values(slug=slug, name=name, schema_name=schema_name, plan_id=plan.id, schema_revision=revision,
-                db_role=role, status="active")  # explicit: Core runs no Python-side default inside a CTE
-        .returning(*(tenants.c[f] for f in _TENANT_RETURNED))
-        .cte("new_tenant")
-    )
-    new_key = (
-        insert(keys)
-        .from_select(["tenant_id", "prefix", "secret_hash", "role"], select(
-            new_tenant.c.id, literal(prefix), literal(hash_secret(secret)), literal("admin")))
-        .returning(keys.c.id, keys.c.created_at, keys.c.tenant_id)
-        .cte("new_key")
-    )
-    changes = audit.changes(None, {"name": name, "plan": plan.name, "schema_revision": revision})
-    new_event = insert(events).from_select(
-        ["actor", "action", "resource", "resource_id", "tenant_id", "tenant_slug", "request_id", "changes"],
-        select(literal(actor.label), literal("tenant.provisioned"), literal("tenant"), literal(slug),
-               new_tenant.c.id, literal(slug), literal(actor.request_id, events.c.request_id.type),
-               literal(changes, events.c.changes.type)),
-    ).cte("new_event")
-    row = session.execute(
-        select(new_tenant, new_key.c.id.label("key_id"), new_key.c.created_at.label("key_created_at"))
-        .join_from(new_tenant, new_key, new_key.c.tenant_id == new_tenant.c.id)
-        .add_cte(new_event)
-    ).one()
-    tenant = TenantRecord(slug=slug, name=name, schema_name=schema_name, plan_name=plan.name,
+    row = session.execute(_INSERT_RECORDS, {
+        "slug": slug, "name": name, "schema_name": schema_name, "plan_id": plan_id, "revision": revision,
+        "role": role, "prefix": prefix, "secret_hash": hash_secret(secret), "actor": actor.label,
+        "request_id": actor.request_id,
+        "changes": audit.changes(None, {"name": name, "plan": plan_name, "schema_revision": revision}),
+    }).one()
+    tenant = TenantRecord(slug=slug, name=name, schema_name=schema_name, plan_name=plan_name,
                           schema_revision=revision, db_role=role, **{f: row._mapping[f] for f in _TENANT_RETURNED})
     key = IssuedApiKey(id=row.key_id, prefix=prefix, role="admin", token=f"{TOKEN_PREFIX}_{prefix}_{secret}",
                        created_at=row.key_created_at)
     return ProvisionedTenant(tenant=tenant, admin_key=key)
 
 
+def _build_insert_records() -> Select[Any]:
+    new_tenant = (
+        insert(_tenants)
+        .values(slug=bindparam("slug"), name=bindparam("name"), schema_name=bindparam("schema_name"),
+                plan_id=bindparam("plan_id"),
+                schema_revision=bindparam("revision", type_=_tenants.c.schema_revision.type),
+                db_role=bindparam("role", type_=_tenants.c.db_role.type),
+                status="active")  # explicit: Core runs no Python-side default inside a CTE
+        .returning(*(_tenants.c[f] for f in _TENANT_RETURNED))
+        .cte("new_tenant")
+    )
+    new_key = (
+        insert(_keys)
+        .from_select(["tenant_id", "prefix", "secret_hash", "role"], select(
+            new_tenant.c.id, bindparam("prefix", type_=_keys.c.prefix.type),
+            bindparam("secret_hash", type_=_keys.c.secret_hash.type), literal("admin")))
+        .returning(_keys.c.id, _keys.c.created_at, _keys.c.tenant_id)
+        .cte("new_key")
+    )
+    new_event = insert(_events).from_select(
+        ["actor", "action", "resource", "resource_id", "tenant_id", "tenant_slug", "request_id", "changes"],
+        select(bindparam("actor", type_=_events.c.actor.type), literal("tenant.provisioned"), literal("tenant"),
+               bindparam("slug", type_=_events.c.resource_id.type), new_tenant.c.id,
+               bindparam("slug", type_=_events.c.tenant_slug.type),
+               bindparam("request_id", type_=_events.c.request_id.type),
+               bindparam("changes", type_=_events.c.changes.type)),
+    ).cte("new_event")
+    return (
+        select(new_tenant, new_key.c.id.label("key_id"), new_key.c.created_at.label("key_created_at"))
+        .join_from(new_tenant, new_key, new_key.c.tenant_id == new_tenant.c.id)
+        .add_cte(new_event)
+    )
+
+
 #: What the database decides of a new tenant row (the rest is what the caller gave).
 _TENANT_RETURNED = ("id", "status", "created_at", "updated_at")
+_INSERT_RECORDS = _build_insert_records()
