@@ -100,14 +100,18 @@ def set_search_path(
     if binding is None and not (leaving or reset_role):  # the common case: a transaction begins unbound
         set_local_search_path(connection, path)
         return
-    statement, params = _binding_statement(binding, reset_role=reset_role, leaving=leaving)
+    statement, params = binding_statement(binding, reset_role=reset_role, leaving=leaving)
     _confirm(connection, path, connection.exec_driver_sql(statement, params).first()[0])
 
 
-def _binding_statement(
+def binding_statement(
     binding: TenantBinding | None, *, reset_role: bool, leaving: bool
 ) -> tuple[str, dict[str, Any]]:
-    """What :func:`set_search_path` sends: the statement and its parameters (the path comes first)."""
+    """What :func:`set_search_path` sends: the statement and its parameters.
+
+    The search_path is its first column (what :func:`adopt` verifies); a caller may add
+    columns after it (onboarding adds its lock, see :func:`opening_statement_binds`).
+    """
     role = binding.role if binding is not None else None
     columns = [_SET_SEARCH_PATH]
     params: dict[str, Any] = {"path": search_path_for(binding)}
@@ -131,7 +135,7 @@ def binding_sql(binding: TenantBinding | None, *, reset_role: bool = False) -> s
     a generated role name, quoted by psycopg all the same. Check what it reports with
     :func:`confirm_binding`.
     """
-    statement, params = _binding_statement(binding, reset_role=reset_role, leaving=False)
+    statement, params = binding_statement(binding, reset_role=reset_role, leaving=False)
     return statement % {k: sql.Literal(v).as_string(None) for k, v in params.items()}
 
 
@@ -227,12 +231,12 @@ def opening_statement_binds(session: Session) -> Iterator[None]:
     search_path, ``application_name`` and role of the key's tenant, or the deny path,
     in the same statement that finds the key, and :func:`adopt` then records what it
     reported. ``after_begin`` would otherwise spend a round trip on the deny path just
-    before. When the session's transaction is already open, nothing is skipped (the
-    statement still binds, over the path ``after_begin`` set). The flag never outlives
+    before. Onboarding does the same with its tenant lock. When the session's
+    transaction already has its connection, nothing is skipped (the statement still
+    binds, over the path ``after_begin`` set). The flag never outlives
     the block: a lookup that raises before reaching the database leaves nothing behind.
     """
-    fresh = not session.in_transaction()
-    if fresh:
+    if _APPLIED not in session.info:  # no connection in this transaction yet: after_begin is still to come
         session.info[_SELF_BOUND] = True
     try:
         yield

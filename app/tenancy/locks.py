@@ -16,12 +16,18 @@ if TYPE_CHECKING:  # the fan-out worker imports LOCK_NAMESPACE without loading S
 LOCK_NAMESPACE = 0x544E
 
 
+#: The tenant lock as a call, for a statement that does more (see :func:`tenant_lock_params`).
+TENANT_LOCK_CALL = "pg_advisory_xact_lock(%(lock_ns)s, hashtext(%(lock_slug)s))"
+
+
+def tenant_lock_params(slug: str) -> dict[str, object]:
+    """The parameters of :data:`TENANT_LOCK_CALL` for tenant ``slug``."""
+    return {"lock_ns": LOCK_NAMESPACE, "lock_slug": slug}
+
+
 def lock_tenant(connection: Connection, slug: str) -> None:
     """Wait for, then hold until the transaction ends, the lock on tenant ``slug``."""
-    connection.exec_driver_sql(
-        "SELECT pg_advisory_xact_lock(%(ns)s, hashtext(%(slug)s))",
-        {"ns": LOCK_NAMESPACE, "slug": slug},
-    )
+    connection.exec_driver_sql(f"SELECT {TENANT_LOCK_CALL}", tenant_lock_params(slug))
 
 
 #: classid of the per-tenant quota lock ("TQ"): a create checked against a plan quota

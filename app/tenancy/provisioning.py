@@ -23,7 +23,7 @@ from app.models.public import ApiKey, Plan, PlatformAuditEvent, Tenant
 
 from . import audit, locks, roles
 from .api_keys import TOKEN_PREFIX, IssuedApiKey, hash_secret, new_prefix_and_secret
-from .binding import binding_sql, confirm_binding
+from .binding import adopt, binding_sql, binding_statement, confirm_binding, opening_statement_binds
 from .context import current_tenant
 from .errors import ProvisioningFailed, TenancyError, TenantAlreadyExists, UnknownPlan
 from .migrations import build_new_schema, head_revision
@@ -135,8 +135,16 @@ def provision_in_transaction(
     ``revision``: the tenant-stream revision to migrate the new schema to (head when None).
     """
     schema_name = schema_name_for(validate_slug(slug))
-    connection = session.connection()
-    locks.lock_tenant(connection, slug)
+    caller = current_tenant()
+    # The transaction's first statement binds it (the caller's binding, usually the deny
+    # path) and takes the tenant's lock: one round trip, not two.
+    statement, params = binding_statement(caller, reset_role=False, leaving=False)
+    with opening_statement_binds(session):
+        connection = session.connection()
+        reported = connection.exec_driver_sql(
+            f"{statement}, {locks.TENANT_LOCK_CALL}", {**params, **locks.tenant_lock_params(slug)}
+        ).scalar()
+    adopt(session, caller, reported)
     # After the lock, in a new snapshot, in one round trip: the plan, the slug, the schema name.
     params = {"slug": slug, "schema": schema_name, "plan": plan}
     row = session.execute(_CHECK, params).one_or_none()
@@ -168,7 +176,6 @@ def provision_in_transaction(
         create = f"CREATE SCHEMA {quote_ident(schema_name)}"
     # Then, in the same message, back to the caller's binding, and off the tenant's role:
     # public.tenants and the first key are platform data.
-    caller = current_tenant()
     revision, restored = build_new_schema(
         connection, schema_name, revision or head_revision(location), location=location, create_sql=create,
         then_sql=binding_sql(caller, reset_role=role is not None),

@@ -10,7 +10,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from flask import Flask
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from app import public_migrations
 from app.extensions import db
@@ -79,6 +79,36 @@ def test_provisioning_creates_schema_tables_row_and_a_hashed_key(app, engine):
     # Nothing of the tenant leaked into public: only the public models and Alembic's table.
     expected = [table.name for table in PublicBase.metadata.sorted_tables] + ["alembic_version"]
     assert sorted(in_public) == sorted(expected)
+
+
+def test_onboarding_takes_three_statements_besides_the_schema_build(app, engine):
+    """The round trips onboarding adds to its DDL, each one on purpose (see provisioning.py).
+
+    The first statement binds the transaction (the deny path) and takes the tenant lock;
+    then the check; the schema build goes on the driver's own cursor with the binding's
+    restore; then one statement writes the tenant row, its first key and the audit event.
+    """
+    sent: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        sent.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        result = provision(app, "trips")
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    bind_and_lock, check, insert = sent  # no deny path of its own at BEGIN, no ORM flushes
+    assert "set_config('search_path'" in bind_and_lock and "pg_advisory_xact_lock" in bind_and_lock
+    assert "FROM public.plans" in check and "pg_namespace" in check
+    assert insert.startswith("WITH new_tenant AS (INSERT INTO public.tenants")
+    with engine.connect() as conn:
+        key_tenant, event_tenant, changes = conn.execute(text(
+            "SELECT k.tenant_id, e.tenant_id, e.changes FROM public.api_keys k, public.audit_events e"
+            " WHERE k.id = :key AND e.action = 'tenant.provisioned' AND e.tenant_slug = 'trips'"
+        ), {"key": result.admin_key.id}).one()
+    assert key_tenant == event_tenant == result.tenant.id
+    assert changes == {"before": None, "after": {"name": "trips", "plan": "free", "schema_revision": head_revision()}}
 
 
 def test_migrated_tenant_schema_matches_the_tenant_models(app, engine):
