@@ -185,10 +185,8 @@ _LOOKUP = (
     )
     .where(_keys.c.prefix == bindparam("prefix"))
 )
-#: Where the secret's hash is in a lookup row (revoked_at and status follow).
-_FIELDS = 7
-#: Where a binding lookup's reported search_path is (the first of the binding columns).
-_REPORTED_PATH = 10
+#: Where a binding lookup's reported search_path is: the first column after the lookup's own.
+_REPORTED_PATH = len(_LOOKUP.selected_columns)
 #: The same, binding the transaction it opens (see authenticate). The secret is checked
 #: in Python, in constant time, not in SQL: the statement binds a live key's tenant,
 #: and a wrong secret puts the deny path back before anything else runs.
@@ -231,11 +229,10 @@ def authenticate(
             row = session.execute(_LOOKUP_AND_BIND, {"prefix": prefix}).first()
     # Compare against a dummy hash when the prefix is unknown, so timing does not tell
     # an attacker which prefixes exist.
-    expected = row[_FIELDS] if row else hash_secret(prefix)
+    expected = row.secret_hash if row else hash_secret(prefix)
     good = hmac.compare_digest(expected, hashed) and row is not None
-    revoked_at, status = row[_FIELDS + 1:_FIELDS + 3] if row is not None else (None, None)
-    live = row is not None and revoked_at is None and status == "active"
-    tenant = TenantBinding.for_slug(row[3], row[4], row[5]) if good and row is not None else None
+    live = row is not None and row.revoked_at is None and row.status == "active"
+    tenant = TenantBinding.for_slug(row.tenant_id, row.slug, row.db_role) if good and row is not None else None
     if bind:
         if tenant is not None and live:
             binding.adopt(session, tenant, row[_REPORTED_PATH])
@@ -243,11 +240,12 @@ def authenticate(
             binding.adopt(session, None, row[_REPORTED_PATH] if row is not None and not live else None)
     if tenant is None or row is None:
         raise InvalidApiKey("Unknown API key.")
-    if revoked_at is not None:
+    if row.revoked_at is not None:
         raise InvalidApiKey("This API key has been revoked.")
-    if status != "active":
+    if row.status != "active":
         raise TenantSuspended(tenant.slug)
-    key = AuthenticatedKey(id=row[0], role=row[1], last_used_at=row[2], tenant=tenant, rate_limit_per_minute=row[6])
+    key = AuthenticatedKey(id=row.id, role=row.role, last_used_at=row.last_used_at, tenant=tenant,
+                           rate_limit_per_minute=row.rate_limit_per_minute)
     if touch:
         touch_last_used(session, key)
     return key
