@@ -16,13 +16,14 @@ if TYPE_CHECKING:  # the fan-out worker imports LOCK_NAMESPACE without loading S
 LOCK_NAMESPACE = 0x544E
 
 
-#: The tenant lock as a call, for a statement that does more (see :func:`tenant_lock_params`).
+#: A tenant's transaction-level advisory lock as a call, for a statement that may do more
+#: (see :func:`tenant_lock_params`): the tenant lock and the quota lock alike.
 TENANT_LOCK_CALL = "pg_advisory_xact_lock(%(lock_ns)s, hashtext(%(lock_slug)s))"
 
 
-def tenant_lock_params(slug: str) -> dict[str, object]:
-    """The parameters of :data:`TENANT_LOCK_CALL` for tenant ``slug``."""
-    return {"lock_ns": LOCK_NAMESPACE, "lock_slug": slug}
+def tenant_lock_params(slug: str, namespace: int = LOCK_NAMESPACE) -> dict[str, object]:
+    """The parameters of :data:`TENANT_LOCK_CALL`: tenant ``slug``'s lock in ``namespace``."""
+    return {"lock_ns": namespace, "lock_slug": slug}
 
 
 def lock_tenant(connection: Connection, slug: str) -> None:
@@ -38,10 +39,7 @@ QUOTA_LOCK_NAMESPACE = 0x5451
 
 def lock_tenant_quota(connection: Connection, slug: str) -> None:
     """Wait for, then hold until the transaction ends, the quota lock of tenant ``slug``."""
-    connection.exec_driver_sql(
-        "SELECT pg_advisory_xact_lock(%(ns)s, hashtext(%(slug)s))",
-        {"ns": QUOTA_LOCK_NAMESPACE, "slug": slug},
-    )
+    connection.exec_driver_sql(f"SELECT {TENANT_LOCK_CALL}", tenant_lock_params(slug, QUOTA_LOCK_NAMESPACE))
 
 
 #: classid of the fan-out lock ("TF"), apart from per-tenant locks so no slug can collide.
