@@ -8,6 +8,7 @@ same way.
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing
 import os
 import sys
@@ -22,6 +23,9 @@ import psycopg
 
 from app.extensions import db
 from app.testing import database_server, fresh_database, make_test_app
+
+#: The repository root (docs/img holds the plots).
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,30 @@ def scratch_database(*, public_schema: bool = True) -> Iterator[Scratch]:
         with psycopg.connect(dsn) as conn:
             version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
         yield Scratch(url=url, dsn=dsn, version=version)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, png: str, *, provision_processes: bool = True) -> None:
+    """The options every benchmark has: where its plot goes (``--plot``, ``--no-plot``) and,
+    when it provisions tenants, in how many processes (``--provision-processes``)."""
+    if provision_processes:
+        parser.add_argument("--provision-processes", type=int, default=3,
+                            help="processes provisioning the tenants (default 3)")
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / png,
+                        help=f"PNG to write (default docs/img/{png})")
+    parser.add_argument("--no-plot", action="store_true", help="write no PNG")
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend; None when matplotlib is not installed
+    (it is no project dependency: the benchmarks then write no plot)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
 
 
 def save_figure(fig: Any, path: Path) -> None:
@@ -111,5 +139,5 @@ def report_plot(written: bool, path: Path) -> None:
     if not written:
         print("plot: skipped (matplotlib is not importable; `.venv/bin/pip install matplotlib` for one)")
         return
-    shown, root = path.resolve(), Path(__file__).resolve().parents[1]
-    print(f"plot: {shown.relative_to(root) if shown.is_relative_to(root) else shown}")
+    shown = path.resolve()
+    print(f"plot: {shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown}")

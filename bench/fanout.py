@@ -49,7 +49,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for bench.common
 
 from app.tenancy.migrations import default_location, head_revision
-from bench.common import provision_tenants, report_plot, save_figure, scratch_database
+from bench.common import add_common_arguments, provision_tenants, pyplot, report_plot, save_figure, scratch_database
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = head_revision()  # the shipped head: where provisioning leaves every schema
@@ -224,12 +224,8 @@ def check_all_at(dsn: str, revision: str, count: int) -> None:
 
 def plot(path: Path, title: str, jobs: list[int], fanout: dict[int, list[float]], raw: dict[int, list[float]],
          count: int) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     width = 0.38
@@ -267,11 +263,7 @@ def main() -> None:
     parser.add_argument("--jobs", default="1,2,4", help="comma-separated --jobs values (default 1,2,4)")
     parser.add_argument("--repeat", type=int, default=2, help="repetitions per --jobs value (default 2)")
     parser.add_argument("--rows", type=int, default=10, help="repositories rows per tenant (default 10)")
-    parser.add_argument("--provision-processes", type=int, default=3,
-                        help="processes provisioning the tenants (default 3)")
-    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "fanout.png",
-                        help="PNG to write (default docs/img/fanout.png)")
-    parser.add_argument("--no-plot", action="store_true", help="write no PNG")
+    add_common_arguments(parser, "fanout.png")
     args = parser.parse_args()
     jobs = [int(j) for j in args.jobs.split(",") if j.strip()]
 

@@ -60,9 +60,8 @@ from app.config import defaults
 from app.extensions import db
 from app.tenancy import recycling
 from app.testing import make_test_app
-from bench.common import provision_tenants, report_plot, save_figure, scratch_database
+from bench.common import add_common_arguments, provision_tenants, pyplot, report_plot, save_figure, scratch_database
 
-ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
 MEMORY_SQL = "SELECT pg_backend_pid(), (SELECT sum(total_bytes) FROM pg_backend_memory_contexts)::bigint"
 RAW_SELECT = ("SELECT * FROM repositories ORDER BY id LIMIT 51",)
@@ -290,12 +289,8 @@ def per_schema(p: Pass) -> str:
 
 
 def plot(path: Path, title: str, passes: list[Pass], raw: Pass, every_table: Pass) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     on = passes[0]
@@ -326,11 +321,7 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=1000, help="tenants to provision and serve (default 1000)")
     parser.add_argument("--recycle-after", type=int, default=defaults()["DB_RECYCLE_AFTER_TENANTS"],
                         help="DB_RECYCLE_AFTER_TENANTS of the first pass (default: the setting's default)")
-    parser.add_argument("--provision-processes", type=int, default=3,
-                        help="processes provisioning the tenants (default 3)")
-    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "memory.png",
-                        help="PNG to write (default docs/img/memory.png)")
-    parser.add_argument("--no-plot", action="store_true", help="write no PNG")
+    add_common_arguments(parser, "memory.png")
     args = parser.parse_args()
     points = sample_points(args.tenants)
 

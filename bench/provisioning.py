@@ -41,9 +41,8 @@ from app.extensions import db
 from app.tenancy.migrations import head_revision, rendered_path
 from app.tenancy.provisioning import provision_tenant
 from app.testing import ADMIN_TOKEN, make_test_app
-from bench.common import provision_tenants, report_plot, save_figure, scratch_database
+from bench.common import add_common_arguments, provision_tenants, pyplot, report_plot, save_figure, scratch_database
 
-ROOT = Path(__file__).resolve().parents[1]
 SIDES = ("raw", "service", "http")
 
 # --- background tenants --------------------------------------------------------------
@@ -107,12 +106,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def plot(path: Path, title: str, results: dict[int, dict[str, list[float]]]) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     levels = sorted(results)
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -142,8 +137,7 @@ def main() -> None:
     parser.add_argument("--tenants", default="10,1000", help="comma-separated tenant counts (default 10,1000)")
     parser.add_argument("--samples", type=int, default=40, help="onboardings per side and level (default 40)")
     parser.add_argument("--processes", type=int, default=3, help="background provisioning processes (default 3)")
-    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "provisioning.png")
-    parser.add_argument("--no-plot", action="store_true", help="write no PNG")
+    add_common_arguments(parser, "provisioning.png", provision_processes=False)
     args = parser.parse_args()
     levels = sorted(int(t) for t in args.tenants.split(",") if t.strip())
 

@@ -100,7 +100,7 @@ from app.config import SETTINGS  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.tenancy.context import TenantBinding  # noqa: E402
 from app.testing import make_test_app  # noqa: E402
-from bench.common import provision_tenants, report_plot, save_figure, scratch_database  # noqa: E402
+from bench.common import add_common_arguments, provision_tenants, pyplot, report_plot, save_figure, scratch_database  # noqa: E402
 
 BUILDS = ("multi", "single", "bare")
 ENDPOINTS = ("GET", "POST")
@@ -545,12 +545,8 @@ def median(values: list[float]) -> float:
 
 
 def plot(path: Path, title: str, counts: list[int], results: dict[tuple[int, str, str], list[Run]]) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     xs = list(range(len(counts)))
@@ -658,11 +654,7 @@ def main() -> None:
                         help="requests per build and endpoint whose round trips are traced (default 200)")
     parser.add_argument("--round-trips-only", action="store_true",
                         help="skip gunicorn and the load: only the traced requests in process (seconds, not minutes)")
-    parser.add_argument("--provision-processes", type=int, default=3,
-                        help="processes provisioning the tenants (default 3)")
-    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "requests.png",
-                        help="PNG to write (default docs/img/requests.png)")
-    parser.add_argument("--no-plot", action="store_true", help="write no PNG")
+    add_common_arguments(parser, "requests.png")
     args = parser.parse_args()
     counts = sorted({int(n) for n in args.tenants.split(",") if n.strip()})
 
