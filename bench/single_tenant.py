@@ -63,7 +63,7 @@ from werkzeug.exceptions import Forbidden
 from app import create_app
 from app.api import auth
 from app.extensions import db
-from app.models.public import API_KEY_ROLES, ApiKey
+from app.models.public import ApiKey
 from app.tenancy import api_keys, audit, binding
 from app.tenancy.context import TenantBinding, bind
 from app.tenancy.errors import InvalidApiKey
@@ -125,7 +125,6 @@ _KEY = select(
     ApiKey.__table__.c.id, ApiKey.__table__.c.role, ApiKey.__table__.c.last_used_at,
     ApiKey.__table__.c.secret_hash, ApiKey.__table__.c.revoked_at,
 ).where(ApiKey.__table__.c.prefix == bindparam("prefix"))
-_RANK = {role: rank for rank, role in enumerate(API_KEY_ROLES)}
 
 
 def key_required(bind_fixed_tenant: Callable[..., None]) -> Callable[[], None]:
@@ -144,7 +143,7 @@ def key_required(bind_fixed_tenant: Callable[..., None]) -> Callable[[], None]:
         g.api_key = row
         g.role = row.role
         needed = "viewer" if request.method in {"GET", "HEAD", "OPTIONS"} else "member"
-        if _RANK[g.role] < _RANK[needed]:
+        if auth._RANK[g.role] < auth._RANK[needed]:  # the tenant API's own role order
             raise Forbidden(f"This API key has role {g.role!r}; this needs {needed!r} or above.")
         auth._touch_at_the_end(row)  # the same touch as the multi-tenant app's, just before COMMIT
         bind_fixed_tenant(f"api-key:{row.id}", row.id)
