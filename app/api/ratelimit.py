@@ -1,61 +1,115 @@
-"""Per-tenant rate limits, from the tenant's plan, with flask-limiter.
+"""Per-tenant rate limits, from the tenant's plan, counted with ``limits``.
 
 One budget per tenant: ``rate_limit_per_minute`` of its plan (null: unlimited), shared
 by every key of the tenant and every tenant endpoint, keyed by tenant id (never by
 address: many tenants share a proxy's address, and one tenant calls from many).
 
-flask-limiter checks its own limits in an app-level ``before_request``, which runs
-before the blueprint hook that authenticates the key, when the tenant is not known
-yet. So the limit here is a shared limit entered explicitly, right after
-authentication (:func:`check_tenant_rate`, called by ``require_tenant_key``): every
-tenant blueprint gets it without doing anything.
+The limit is checked once, right after authentication (:func:`check_tenant_rate`,
+called by ``require_tenant_key``), because only then is the tenant known: every
+tenant blueprint gets it without doing anything, and nothing else runs per request.
+(flask-limiter, used before, added an app-level ``before_request`` to every request
+and a ``flask limiter`` command that every ``flask`` invocation imported, rich and
+all: about 0.08 s of CPU on each start of ``flask tenants migrate``.)
 
 Counters live where ``RATELIMIT_STORAGE_URI`` says: ``memory://`` (the default) keeps
 them in the process, so each worker process allows the full budget on its own;
 ``redis://`` shares them between every process and host. If Redis stops answering,
-the limits are counted in memory, per process, until it answers again, rather than
-failing every tenant request.
+the limits are counted in memory, per process, until it answers again (tried again
+after 1 s, then 2, 4 … at most 60 s), rather than failing every tenant request.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
 
 from flask import Flask, current_app, g
-from flask_limiter import Limiter, RateLimitExceeded, RouteLimit
+from limits import RateLimitItemPerMinute
+from limits.storage import MemoryStorage, Storage, storage_from_string
+from limits.strategies import STRATEGIES, RateLimiter
 from werkzeug.exceptions import TooManyRequests
 
-#: Where the app keeps its tenant limit (one Limiter per app: its storage is per app).
+#: Where the app keeps its :class:`TenantRateLimiter` (one per app: its storage is per app).
 EXTENSION = "tenantry_tenant_rate_limit"
+
+log = logging.getLogger(__name__)
+
+
+class TenantRateLimiter:
+    """Counts each tenant's requests against its plan's rate, in one storage with a memory fallback."""
+
+    #: Seconds before a storage that failed is tried again: doubled on each failure, up to this.
+    MAX_BACKOFF = 60.0
+
+    def __init__(self, storage_uri: str, strategy: str = "fixed-window", prefix: str = "tenantry",
+                 fall_back_to_memory: bool = True) -> None:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"RATELIMIT_STRATEGY must be one of {', '.join(sorted(STRATEGIES))}, not {strategy!r}")
+        self.prefix = prefix
+        self.storage: Storage = storage_from_string(storage_uri)
+        self._shared: RateLimiter = STRATEGIES[strategy](self.storage)
+        self._fallback: RateLimiter | None = None
+        if fall_back_to_memory and not isinstance(self.storage, MemoryStorage):
+            self._fallback = STRATEGIES[strategy](MemoryStorage())
+        self._lock = threading.Lock()
+        self._retry_at = 0.0  # monotonic time from which the shared storage is tried again
+        self._backoff = 1.0
+
+    def hit(self, tenant_id: int, per_minute: int) -> float | None:
+        """Count one request of the tenant; ``None`` within budget, else seconds until it resets."""
+        item = RateLimitItemPerMinute(per_minute)
+        key = f"tenant-{tenant_id}"  # the id, not the slug: a slug provisioned again is another tenant
+        limiter = self._limiter()
+        try:
+            if limiter.hit(item, self.prefix, key):
+                self._answered(limiter)
+                return None
+            reset_at = limiter.get_window_stats(item, self.prefix, key).reset_time
+        except self.storage.base_exceptions as exc:
+            if limiter is not self._shared or self._fallback is None:
+                raise
+            self._failed(exc)
+            return self.hit(tenant_id, per_minute)
+        self._answered(limiter)
+        return max(1.0, reset_at - time.time())
+
+    def _limiter(self) -> RateLimiter:
+        if self._fallback is None or time.monotonic() >= self._retry_at:
+            return self._shared
+        return self._fallback
+
+    def _answered(self, limiter: RateLimiter) -> None:
+        if limiter is self._shared and self._backoff != 1.0:
+            with self._lock:
+                self._backoff = 1.0
+            log.warning("rate-limit storage answers again: counting there", extra={"event": "ratelimit.storage_up"})
+
+    def _failed(self, exc: BaseException) -> None:
+        with self._lock:
+            self._retry_at = time.monotonic() + self._backoff
+            backoff, self._backoff = self._backoff, min(self._backoff * 2, self.MAX_BACKOFF)
+        log.warning(
+            "rate-limit storage failed (%s): counting in this process's memory for %.0f s",
+            type(exc).__name__, backoff, extra={"event": "ratelimit.storage_down"},
+        )
 
 
 def init_app(app: Flask) -> None:
-    """Give ``app`` a Limiter on its own storage, and the tenant limit to check against."""
+    """Give ``app`` its tenant rate limiter, on the storage its config names."""
     app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
     # One counter per tenant, its minute starting at the first request: O(1) storage and an
     # exact Retry-After. (A burst may straddle two windows: up to twice the limit in a minute.)
     app.config.setdefault("RATELIMIT_STRATEGY", "fixed-window")
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "tenantry")
     app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
-    limiter = Limiter(key_func=_tenant_key)
-    limiter.init_app(app)
-    app.extensions[EXTENSION] = limiter.shared_limit(_plan_limit, scope="tenant")
-
-
-def _tenant_key() -> str:
-    # The id, not the slug: a slug provisioned again later is another tenant.
-    return f"tenant-{g.tenant_id}"
-
-
-def _plan_limit() -> str:
-    per_minute = g.get("rate_limit_per_minute")
-    if per_minute is None:
-        # flask-limiter also reads this limit in its own before_request hook, before the
-        # key is authenticated, to decide which limits that hook applies; it counts none
-        # of them there. Any valid value will do.
-        return "1 per minute"
-    return f"{per_minute} per minute"
+    app.extensions[EXTENSION] = TenantRateLimiter(
+        app.config["RATELIMIT_STORAGE_URI"],
+        strategy=app.config["RATELIMIT_STRATEGY"],
+        prefix=app.config["RATELIMIT_KEY_PREFIX"],
+        fall_back_to_memory=app.config["RATELIMIT_IN_MEMORY_FALLBACK_ENABLED"],
+    )
 
 
 def check_tenant_rate() -> None:
@@ -66,16 +120,11 @@ def check_tenant_rate() -> None:
     per_minute = g.rate_limit_per_minute
     if per_minute is None:
         return
-    limit: RouteLimit = current_app.extensions[EXTENSION]
-    try:
-        with limit:
-            pass
-    except RateLimitExceeded:
-        current = limit.limiter.current_limit
-        # The window's own reset time: RequestLimit.reset_at rounds it up by a second more.
-        reset_at = current.window.reset_time if current is not None else time.time() + 60
-        retry_after = max(1, math.ceil(reset_at - time.time()))
+    limiter: TenantRateLimiter = current_app.extensions[EXTENSION]
+    wait = limiter.hit(g.tenant_id, per_minute)
+    if wait is not None:
+        retry_after = max(1, math.ceil(wait))
         raise TooManyRequests(
             f"This tenant's plan allows {per_minute} requests per minute; retry after {retry_after} s.",
             retry_after=retry_after,
-        ) from None
+        )

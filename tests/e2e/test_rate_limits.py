@@ -144,9 +144,24 @@ def test_redis_counters_are_shared_by_every_process(make_app, make_plan, make_te
     assert any(f"tenant-{t.tenant_id}".encode() in key for key in stored), stored
 
 
-def test_when_redis_is_down_limits_fall_back_to_memory_instead_of_failing(make_app, make_plan, make_tenant):
+def test_when_redis_is_down_limits_fall_back_to_memory_instead_of_failing(make_app, make_plan, make_tenant, caplog):
     t = make_tenant(plan=make_plan(rate_limit_per_minute=2))
     c = make_app(RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0").test_client()  # nothing listens on port 1
     assert get(c, t).status_code == 200
     assert get(c, t).status_code == 200
     assert_rate_limited(get(c, t), 2)
+    assert any(getattr(r, "event", None) == "ratelimit.storage_down" for r in caplog.records)
+
+
+@pytest.mark.parametrize("strategy", ["moving-window", "sliding-window-counter"])
+def test_other_strategies_hold_the_same_budget(make_app, make_plan, make_tenant, strategy):
+    t = make_tenant(plan=make_plan(rate_limit_per_minute=2))
+    c = make_app(RATELIMIT_STRATEGY=strategy).test_client()
+    assert get(c, t).status_code == 200
+    assert get(c, t).status_code == 200
+    assert_rate_limited(get(c, t), 2)
+
+
+def test_an_unknown_strategy_stops_startup(make_app):
+    with pytest.raises(ValueError, match="RATELIMIT_STRATEGY"):
+        make_app(RATELIMIT_STRATEGY="token-bucket")
