@@ -9,7 +9,7 @@ are being created, and once more at exit, for nothing: they are never garbage. S
 collector is paused while they are imported, then they are frozen (``gc.freeze()``:
 moved to a generation that no collection scans) and the collector resumes for what
 the command itself allocates. A ``flask tenants migrate`` with nothing to do went from
-about 1.1 s to 0.8 s on the benchmark machine (docs/benchmarks.md, fan-out).
+0.8-1.0 s to 0.65-0.7 s on the benchmark machine (docs/benchmarks.md, fan-out).
 
 The web app never comes through here: ``create_app`` imports :mod:`app.cli` itself.
 """
