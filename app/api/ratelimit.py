@@ -49,10 +49,10 @@ class TenantRateLimiter:
             raise ValueError(f"RATELIMIT_STRATEGY must be one of {', '.join(sorted(STRATEGIES))}, not {strategy!r}")
         self.prefix = prefix
         self.storage: Storage = storage_from_string(storage_uri)
-        self._shared: RateLimiter = STRATEGIES[strategy](self.storage)
-        self._fallback: RateLimiter | None = None
-        if fall_back_to_memory and not isinstance(self.storage, MemoryStorage):
-            self._fallback = STRATEGIES[strategy](MemoryStorage())
+        self._strategy = STRATEGIES[strategy]
+        self._shared: RateLimiter = self._strategy(self.storage)
+        self._can_fall_back = fall_back_to_memory and not isinstance(self.storage, MemoryStorage)
+        self._fallback: RateLimiter | None = None  # made on the first failure: memory storage starts a thread
         self._lock = threading.Lock()
         self._retry_at = 0.0  # monotonic time from which the shared storage is tried again
         self._backoff = 1.0
@@ -68,7 +68,7 @@ class TenantRateLimiter:
                 return None
             reset_at = limiter.get_window_stats(item, self.prefix, key).reset_time
         except self.storage.base_exceptions as exc:
-            if limiter is not self._shared or self._fallback is None:
+            if limiter is not self._shared or not self._can_fall_back:
                 raise
             self._failed(exc)
             return self.hit(tenant_id, per_minute)
@@ -83,11 +83,14 @@ class TenantRateLimiter:
     def _answered(self, limiter: RateLimiter) -> None:
         if limiter is self._shared and self._backoff != 1.0:
             with self._lock:
-                self._backoff = 1.0
-            log.warning("rate-limit storage answers again: counting there", extra={"event": "ratelimit.storage_up"})
+                recovered, self._backoff = self._backoff != 1.0, 1.0
+            if recovered:  # once, however many threads saw it answer
+                log.warning("rate-limit storage answers again: counting there", extra={"event": "ratelimit.storage_up"})
 
     def _failed(self, exc: BaseException) -> None:
         with self._lock:
+            if self._fallback is None:
+                self._fallback = self._strategy(MemoryStorage())
             self._retry_at = time.monotonic() + self._backoff
             backoff, self._backoff = self._backoff, min(self._backoff * 2, self.MAX_BACKOFF)
         log.warning(
