@@ -165,3 +165,91 @@ def test_other_strategies_hold_the_same_budget(make_app, make_plan, make_tenant,
 def test_an_unknown_strategy_stops_startup(make_app):
     with pytest.raises(ValueError, match="RATELIMIT_STRATEGY"):
         make_app(RATELIMIT_STRATEGY="token-bucket")
+
+
+class _Outage:
+    """A TCP relay to the local Redis that can be cut and restored on the same port: an outage to order."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._threading = threading
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.up = True
+        self.links: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.up:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", 6379))
+            self.links += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                self._threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+    def cut(self) -> None:
+        self.up = False
+        for link in self.links:
+            try:
+                link.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.links.clear()
+
+    def restore(self) -> None:
+        self.up = True
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+def test_counting_falls_back_to_memory_during_an_outage_and_returns_to_redis_after(redis_prefix, caplog):
+    import time
+
+    import redis
+
+    from app.api.ratelimit import TenantRateLimiter
+
+    outage, limiter = _Outage(), None
+    try:
+        limiter = TenantRateLimiter(f"redis://127.0.0.1:{outage.port}/0", prefix=redis_prefix)
+        assert limiter.hit(7, 5) is None  # counted in Redis
+        outage.cut()
+        assert limiter.hit(7, 5) is None  # Redis gone: counted in memory, the request goes on
+        assert any(getattr(r, "event", None) == "ratelimit.storage_down" for r in caplog.records)
+        outage.restore()
+        time.sleep(1.1)  # the first retry comes after 1 s
+        assert limiter.hit(7, 5) is None
+        assert any(getattr(r, "event", None) == "ratelimit.storage_up" for r in caplog.records)
+        # Back in Redis: its counter went on from 1 (the hit during the outage was counted in memory).
+        stored = redis.Redis.from_url(REDIS_URL)
+        [key] = list(stored.scan_iter(match=f"*{redis_prefix}*tenant-7*"))
+        assert int(stored.get(key)) == 2
+        stored.close()
+    finally:
+        if limiter is not None:
+            limiter.storage.storage.connection_pool.disconnect()  # limits' RedisStorage: its redis client
+        outage.close()
