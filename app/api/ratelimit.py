@@ -58,7 +58,7 @@ class TenantRateLimiter:
         self._backoff = 1.0
 
     def hit(self, tenant_id: int, per_minute: int) -> float | None:
-        """Count one request of the tenant; ``None`` within budget, else seconds until it resets."""
+        """Count one request of the tenant; ``None`` within budget, else seconds until its window resets."""
         item = RateLimitItemPerMinute(per_minute)
         key = f"tenant-{tenant_id}"  # the id, not the slug: a slug provisioned again is another tenant
         limiter = self._limiter()
@@ -73,7 +73,7 @@ class TenantRateLimiter:
             self._failed(exc)
             return self.hit(tenant_id, per_minute)
         self._answered(limiter)
-        return max(1.0, reset_at - time.time())
+        return reset_at - time.time()
 
     def _limiter(self) -> RateLimiter:
         if self._fallback is None or time.monotonic() >= self._retry_at:
