@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 import uuid
 
 import pytest
@@ -104,6 +106,11 @@ def test_in_memory_counters_are_per_process(make_app, make_plan, make_tenant):
     assert get(second, t).status_code == 200
 
 
+def logged(caplog, event: str) -> bool:
+    """Whether a record with this ``event`` was logged during the test."""
+    return any(getattr(record, "event", None) == event for record in caplog.records)
+
+
 def redis_answers() -> bool:
     try:
         with socket.create_connection(("127.0.0.1", 6379), timeout=1) as sock:
@@ -150,7 +157,7 @@ def test_when_redis_is_down_limits_fall_back_to_memory_instead_of_failing(make_a
     assert get(c, t).status_code == 200
     assert get(c, t).status_code == 200
     assert_rate_limited(get(c, t), 2)
-    assert any(getattr(r, "event", None) == "ratelimit.storage_down" for r in caplog.records)
+    assert logged(caplog, "ratelimit.storage_down")
 
 
 @pytest.mark.parametrize("strategy", ["moving-window", "sliding-window-counter"])
@@ -171,9 +178,6 @@ class _Outage:
     """A TCP relay to the local Redis that can be cut and restored on the same port: an outage to order."""
 
     def __init__(self) -> None:
-        import threading
-
-        self._threading = threading
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.up = True
@@ -192,7 +196,7 @@ class _Outage:
             upstream = socket.create_connection(("127.0.0.1", 6379))
             self.links += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
-                self._threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
     @staticmethod
     def _pipe(source: socket.socket, sink: socket.socket) -> None:
@@ -227,8 +231,6 @@ class _Outage:
 
 
 def test_counting_falls_back_to_memory_during_an_outage_and_returns_to_redis_after(redis_prefix, caplog):
-    import time
-
     import redis
 
     from app.api.ratelimit import TenantRateLimiter
@@ -239,11 +241,11 @@ def test_counting_falls_back_to_memory_during_an_outage_and_returns_to_redis_aft
         assert limiter.hit(7, 5) is None  # counted in Redis
         outage.cut()
         assert limiter.hit(7, 5) is None  # Redis gone: counted in memory, the request goes on
-        assert any(getattr(r, "event", None) == "ratelimit.storage_down" for r in caplog.records)
+        assert logged(caplog, "ratelimit.storage_down")
         outage.restore()
         time.sleep(1.1)  # the first retry comes after 1 s
         assert limiter.hit(7, 5) is None
-        assert any(getattr(r, "event", None) == "ratelimit.storage_up" for r in caplog.records)
+        assert logged(caplog, "ratelimit.storage_up")
         # Back in Redis: its counter went on from 1 (the hit during the outage was counted in memory).
         stored = redis.Redis.from_url(REDIS_URL)
         [key] = list(stored.scan_iter(match=f"*{redis_prefix}*tenant-7*"))
