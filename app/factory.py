@@ -69,7 +69,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, http: bool = True) ->
 
 
 def _configure_database(app: Flask) -> None:
-    from .tenancy import binding, recycling, roles
+    from .tenancy import binding, cluster, recycling, roles
 
     app.config["SQLALCHEMY_DATABASE_URI"] = settings.sqlalchemy_url(
         app.config["SQLALCHEMY_DATABASE_URI"]
@@ -92,6 +92,7 @@ def _configure_database(app: Flask) -> None:
     binding.install(db.session)
     with app.app_context():  # logged now; ``auto`` is decided on the first connection
         roles.decide_on_first_connect(db.engine, app.config["TENANT_ROLES"])
+        cluster.detect_on_first_connect(db.engine)
         recycling.install(db.engine, app.config["DB_RECYCLE_AFTER_TENANTS"])
 
 

@@ -28,6 +28,7 @@ public migrations, and drops it at the end. Fixtures:
 ``make_tenant``                      provision tenants (dropped after the test)
 ``make_plan``                        plans with a unique name and the limits a test needs
 ``tenant`` / ``tenant_client``       one provisioned tenant, and a client with its key
+``citus`` (session)                  Citus on the test database (None on plain PostgreSQL)
 
 An autouse fixture fails any test that leaves a tenant bound to the context.
 """
@@ -56,7 +57,8 @@ from app import create_app, public_migrations
 from app.extensions import db, tenant_roles_active
 from app.models.public import Plan
 from app.tenancy import binding as tenant_binding
-from app.tenancy import roles
+from app.tenancy import cluster, roles
+from app.tenancy.cluster import Citus
 from app.tenancy.context import TenantBinding, bind, current_tenant
 from app.tenancy.naming import quote_ident, quote_role
 from app.tenancy.provisioning import ProvisionedTenant, provision_tenant
@@ -180,6 +182,15 @@ def make_app(tenantry_database_url: str) -> Iterator[Callable[..., Flask]]:
 def engine(app: Flask) -> Engine:
     with app.app_context():
         return db.engine
+
+
+@pytest.fixture(scope="session")
+def citus(engine: Engine) -> Citus | None:
+    """Citus on the test database (``TEST_DATABASE_URL`` pointing at a coordinator), else None.
+
+    For tests that cannot apply there: ``if citus: pytest.skip("… (the Citus limit)")``.
+    """
+    return cluster.citus_of(engine)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,9 @@ alike:
 - raw: what PostgreSQL itself needs, over one psycopg connection: one transaction
   holding CREATE SCHEMA, the search_path and the tenant stream's DDL from base to head
   (Alembic's offline rendering of the migrations: the catalog they produce, and the
-  text the service's fast path sends), then COMMIT;
+  statements the service's fast path sends), then COMMIT. On plain PostgreSQL the
+  statements go as one message (the least the server needs); on Citus, which refuses
+  DDL sent that way, pipelined one per message (app.tenancy.pipeline);
 - service: :func:`app.tenancy.provisioning.provision_tenant` in this process (advisory
   lock, checks, the DDL, the tenants row, the first API key, the audit event, COMMIT);
 - http: ``POST /v1/admin/tenants`` through the WSGI app (Flask test client: routing,
@@ -38,6 +40,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for bench.common
 
 from app.extensions import db
+from app.tenancy import pipeline
 from app.tenancy.migrations import head_revision, rendered_path
 from app.tenancy.provisioning import provision_tenant
 from app.testing import ADMIN_TOKEN, make_test_app
@@ -66,6 +69,7 @@ class Sides:
         if self.rendered is None:
             raise RuntimeError("the tenant stream does not render offline: no fast path, no raw baseline")
         self.counter = 0
+        self.citus = self.conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'citus'").fetchone()[0] > 0
 
     def close(self) -> None:
         self.conn.close()
@@ -80,12 +84,13 @@ class Sides:
         slug = self._slug(side)
         started = time.perf_counter()
         if side == "raw":
+            statements = [f'CREATE SCHEMA "t_{slug}"', f"SELECT set_config('search_path', '\"t_{slug}\"', true)",
+                          *self.rendered]
             with self.conn.transaction():
-                # No parameters: psycopg sends the statements as they are, in one message.
-                self.conn.cursor().execute(
-                    f"CREATE SCHEMA \"t_{slug}\";SELECT set_config('search_path', '\"t_{slug}\"', true);"
-                    + self.rendered
-                )
+                if self.citus:  # Citus takes DDL one statement a message: pipelined, one round trip
+                    pipeline.execute(self.conn, statements)
+                else:  # the least PostgreSQL needs: one message, the statements as they are
+                    self.conn.cursor().execute(";".join(statements))
         elif side == "service":
             with self.app.app_context():
                 provision_tenant(db.session(), slug=slug, name=slug)

@@ -515,12 +515,14 @@ class _Run:
             "UPDATE public.migration_runs SET status = %(status)s, selected = %(selected)s,"
             " migrated = %(migrated)s, current = %(current)s, failed = %(failed)s,"
             " skipped = %(skipped)s, remaining = %(remaining)s,"
-            " finished_at = CASE WHEN %(finished)s THEN now() END"
+            # Not CASE WHEN … THEN now(): Citus refuses a non-IMMUTABLE function inside
+            # CASE in a statement that modifies a distributed or reference table.
+            f" finished_at = {'NULL' if status == 'running' else 'now()'}"
             " WHERE id = %(id)s",
             {
                 "status": status, "selected": c.selected, "migrated": c.migrated,
                 "current": c.current, "failed": c.failed, "skipped": c.skipped,
-                "remaining": c.remaining, "id": self.run_id, "finished": status != "running",
+                "remaining": c.remaining, "id": self.run_id,
             },
         )
 

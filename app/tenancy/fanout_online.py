@@ -21,8 +21,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from . import migrations, roles
-from .fanout_worker import APPLICATION_NAME, Literals, _last_row, _ms, failure, lock_sql, record_sql
+from . import migrations, pipeline, roles
+from .fanout_worker import APPLICATION_NAME, Literals, _ms, failure, lock_sql, record_sql
 from .locks import LOCK_NAMESPACE
 from .naming import quote_ident, schema_name_for, validate_slug
 
@@ -100,24 +100,24 @@ class OnlineMigrator:
         with connection.begin():
             # Straight on the driver (SQLAlchemy's per-statement work is a third of a
             # schema's client time here); the transaction is still the one begun above.
-            cursor = connection.connection.driver_connection.cursor()
+            driver = connection.connection.driver_connection
             # One round trip: timeouts, the tenant lock, then (after the lock, in a new
             # snapshot) whether the tenant still exists, its version table, its search_path.
-            exists, versioned, _ = _last_row(cursor.execute(
-                f"{lock_sql(self.timeouts_sql, slug)};"
-                f" SELECT EXISTS (SELECT 1 FROM public.tenants WHERE id = {int(task['tenant_id'])}),"
+            exists, versioned, _ = pipeline.execute(driver, [
+                lock_sql(self.timeouts_sql, slug),
+                f"SELECT EXISTS (SELECT 1 FROM public.tenants WHERE id = {int(task['tenant_id'])}),"
                 f" to_regclass('{quoted}.alembic_version') IS NOT NULL,"
-                f" set_config('search_path', '{quoted}', true)"
-            ))
+                f" set_config('search_path', '{quoted}', true)",
+            ], rows=[-1])[-1]
             if not exists:
                 return {"status": "deleted", "from": None, "to": None}
             current = None
             if versioned:
-                row = cursor.execute(f"SELECT version_num FROM {quoted}.alembic_version").fetchone()
+                row = driver.execute(f"SELECT version_num FROM {quoted}.alembic_version").fetchone()
                 current = row[0] if row else None
             steps = migrations.plan_steps(current, self.target, self.location)
             if not steps:
-                cursor.execute(self._record_sql(task, current, current, "current"))
+                pipeline.execute(driver, self._record_sql(task, current, current, "current"))
                 return {"status": "current", "from": current, "to": current}
             if all(step.transactional for step in steps):
                 # From base (an empty or absent alembic_version), Alembic online knows whether to
@@ -127,14 +127,15 @@ class OnlineMigrator:
                 role = task.get("role")
                 roles.become(connection, role)  # what the DDL creates belongs to the tenant's role
                 if rendered is not None:  # the path's SQL and the ledger, in one round trip
-                    cursor.execute(rendered + (";SELECT set_config('role', 'none', true)" if role else "") + record)
+                    unbecome = ["SELECT set_config('role', 'none', true)"] if role else []
+                    pipeline.execute(driver, [*rendered, *unbecome, *record])
                 else:
                     migrations.migrate_schema(
                         connection, schema_name, self.target, location=self.location,
                         known=migrations.SchemaState(current, bool(versioned)),
                     )
                     roles.become(connection, None)
-                    cursor.execute(record)
+                    pipeline.execute(driver, record)
                 return {"status": "migrated", "from": current, "to": self.target}
         return self._migrate_in_segments(connection, task, schema_name, current, steps, started)
 
@@ -186,15 +187,14 @@ class OnlineMigrator:
                 connection.execution_options(isolation_level=connection.default_isolation_level)
         elapsed_ms = (time.perf_counter() - started) * 1000
         with connection.begin():
-            connection.exec_driver_sql(
-                self._record_sql(task, current, reached, "migrated", elapsed_ms)
-            )
+            record = self._record_sql(task, current, reached, "migrated", elapsed_ms)
+            pipeline.execute(connection.connection.driver_connection, record)
         return {"status": "migrated", "from": current, "to": reached}
 
     def _record_sql(
         self, task: dict[str, Any], before: str | None, after: str | None, status: str,
         elapsed_ms: float | None = None,
-    ) -> str:
+    ) -> list[str]:
         return record_sql(self.literal, self.run_id, task, before, after, status, elapsed_ms)
 
 
@@ -215,7 +215,7 @@ def _refuse_invalid_indexes(connection: Connection, schema_name: str, before: st
             connection.exec_driver_sql(f"UPDATE {version_table} SET version_num = %(v)s", {"v": before})
         raise RuntimeError(
             f"INVALID index(es) {invalid} in {schema_name} (a concurrent build failed): "
-            "drop them (DROP INDEX CONCURRENTLY) and run the migration again"
+            "drop them (DROP INDEX CONCURRENTLY IF EXISTS: on Citus the worker has none) and run the migration again"
         )
 
 

@@ -6,7 +6,7 @@ with its own connection.
 Per schema, one transaction: ``lock_timeout``, ``statement_timeout`` and the advisory
 lock on the tenant, a check that the schema is at the revision the plan expects, the
 path's SQL, ``tenants.schema_revision`` and the ledger's outcome row, COMMIT: one
-round trip. When the check fails (the schema is not where ``public.tenants`` says, or
+round trip (:mod:`app.tenancy.pipeline`). When the check fails (the schema is not where ``public.tenants`` says, or
 the tenant is gone), that transaction rolls back and a second one reads the revision
 actually in the schema first (two round trips) or hands the schema to Alembic.
 
@@ -29,6 +29,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from . import pipeline
 from .locks import LOCK_NAMESPACE
 from .naming import quote_ident, schema_name_for, validate_role, validate_slug
 
@@ -121,9 +122,8 @@ class RenderedMigrator:
         role = task.get("role")
         # The DDL runs as the tenant's role, so what it creates belongs to it; the ledger
         # writes go back to the worker's own user (app.tenancy.roles).
-        become = f"; SELECT set_config('role', {self.literal(validate_role(role))}, true)" if role else ""
-        unbecome = ";SELECT set_config('role', 'none', true)" if role else ""
-        cursor = connection.cursor()
+        become = [f"SELECT set_config('role', {self.literal(validate_role(role))}, true)"] if role else []
+        unbecome = ["SELECT set_config('role', 'none', true)"] if role else []
         planned = task.get("revision")
         rendered = self.paths.get(planned) if planned else None
         if rendered is not None:
@@ -131,16 +131,16 @@ class RenderedMigrator:
             # The check runs after the lock, in a new snapshot (READ COMMITTED); if it
             # fails, nothing ran and the slower path below looks at what is there.
             try:
-                cursor.execute(
-                    f"BEGIN;{lock_sql(self.timeouts_sql, slug)};"
+                pipeline.execute(connection, [
+                    "BEGIN", lock_sql(self.timeouts_sql, slug),
                     f"SELECT 1 / CASE WHEN EXISTS (SELECT 1 FROM public.tenants WHERE id = {int(task['tenant_id'])})"
                     f" AND (SELECT max(version_num) FROM {quoted}.alembic_version) = {self.literal(planned)}"
-                    " THEN 1 ELSE 0 END;"
-                    f"SELECT set_config('search_path', '{quoted}', true){become};"
-                    + rendered + unbecome
-                    + record_sql(self.literal, self.run_id, task, planned, self.target, "migrated")
-                    + ";COMMIT"
-                )
+                    " THEN 1 ELSE 0 END",
+                    f"SELECT set_config('search_path', '{quoted}', true)", *become,
+                    *rendered, *unbecome,
+                    *record_sql(self.literal, self.run_id, task, planned, self.target, "migrated"),
+                    "COMMIT",
+                ])
                 return {"status": "migrated", "from": planned, "to": self.target}
             except psycopg.Error as exc:
                 if exc.sqlstate not in _UNPLANNED:
@@ -150,21 +150,21 @@ class RenderedMigrator:
         # snapshot, whether the tenant still exists, its search_path and the revision in
         # its schema; then the path from that revision.
         try:
-            _, _, (exists, _), (current,) = _first_rows(cursor.execute(
-                f"BEGIN;{lock_sql(self.timeouts_sql, slug)};"
-                f" SELECT EXISTS (SELECT 1 FROM public.tenants WHERE id = {int(task['tenant_id'])}),"
-                f" set_config('search_path', '{quoted}', true);"
-                f" SELECT max(version_num) FROM {quoted}.alembic_version"
-                f"{become}"
-            ))[:4]
+            found = pipeline.execute(connection, [
+                "BEGIN", lock_sql(self.timeouts_sql, slug),
+                f"SELECT EXISTS (SELECT 1 FROM public.tenants WHERE id = {int(task['tenant_id'])}),"
+                f" set_config('search_path', '{quoted}', true)",
+                f"SELECT max(version_num) FROM {quoted}.alembic_version", *become,
+            ], rows=(2, 3))
         except psycopg.errors.UndefinedTable:  # no version table (or no schema): Alembic's case
             connection.rollback()
             return None
+        (exists, _), (current,) = found[2], found[3]
         if not exists:
             connection.rollback()
             return {"status": "deleted", "from": None, "to": None}
         if current == self.target:
-            status, rendered = "current", ""
+            status, rendered = "current", ()
         else:
             status, rendered = "migrated", self.paths.get(current) if current else None
             if rendered is None:  # no alembic_version, or a revision the coordinator did not foresee
@@ -172,10 +172,10 @@ class RenderedMigrator:
                 return None
         # The second and last round trip: the SQL, the ledger, COMMIT. If a statement fails,
         # the server skips the rest (COMMIT included) and migrate() rolls back.
-        cursor.execute(
-            rendered + unbecome + record_sql(self.literal, self.run_id, task, current, self.target, status)
-            + ";COMMIT"
-        )
+        pipeline.execute(connection, [
+            *rendered, *unbecome, *record_sql(self.literal, self.run_id, task, current, self.target, status),
+            "COMMIT",
+        ])
         return {"status": status, "from": current, "to": self.target}
 
 
@@ -194,7 +194,7 @@ def lock_sql(timeouts_sql: tuple[str, str], slug: str) -> str:
 def record_sql(
     literal: Callable[[Any], str], run_id: int | None, task: dict[str, Any],
     before: str | None, after: str | None, status: str, elapsed_ms: float | None = None,
-) -> str:
+) -> list[str]:
     """The revision in public.tenants and the ledger row, as literal SQL for the same round trip.
 
     ``duration_ms`` is the schema's transaction time on the server (lock wait
@@ -204,15 +204,15 @@ def record_sql(
         else f"{float(elapsed_ms):.3f}"
     slug = validate_slug(task["slug"])
     tenant_id = int(task["tenant_id"])
-    text = f";UPDATE public.tenants SET schema_revision = {literal(after)} WHERE id = {tenant_id}"
+    statements = [f"UPDATE public.tenants SET schema_revision = {literal(after)} WHERE id = {tenant_id}"]
     if run_id is not None:
-        text += (
-            ";INSERT INTO public.migration_outcomes (run_id, tenant_id, tenant_slug, from_revision,"
+        statements.append(
+            "INSERT INTO public.migration_outcomes (run_id, tenant_id, tenant_slug, from_revision,"
             " to_revision, status, attempts, duration_ms) VALUES"
             f" ({int(run_id)}, {tenant_id}, '{slug}', {literal(before)},"
             f" {literal(after)}, {literal(status)}, {int(task.get('attempt', 1))}, {duration})"
         )
-    return text
+    return statements
 
 
 def failure(error: BaseException, *, lost: bool = False) -> dict[str, Any]:
@@ -225,22 +225,6 @@ def failure(error: BaseException, *, lost: bool = False) -> dict[str, Any]:
             sqlstate is None and isinstance(error, psycopg.OperationalError)
         ),
     }
-
-
-def _last_row(cursor: Any) -> Any:
-    """The first row of the last result of a multi-statement query."""
-    row = cursor.fetchone()
-    while cursor.nextset():
-        row = cursor.fetchone()
-    return row
-
-
-def _first_rows(cursor: Any) -> list[Any]:
-    """The first row of each result of a multi-statement query (None for a command such as BEGIN)."""
-    rows = [cursor.fetchone() if cursor.description is not None else None]
-    while cursor.nextset():
-        rows.append(cursor.fetchone() if cursor.description is not None else None)
-    return rows
 
 
 def _ms(seconds: float | None) -> str:

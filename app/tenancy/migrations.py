@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +30,7 @@ from alembic.script import ScriptDirectory
 from psycopg import sql
 from sqlalchemy.engine import Connection
 
+from . import pipeline
 from .binding import set_local_search_path
 from .errors import UnknownRevision
 from .naming import quote_ident
@@ -245,38 +247,35 @@ def migrate_schema(
 
 def build_new_schema(
     connection: Connection, schema_name: str, target: str | None, *, location: str | None = None,
-    create_sql: str = "", then_sql: str = "",
+    create: Sequence[str] = (), then: str = "",
 ) -> tuple[str | None, Any]:
     """Build a new, empty schema at ``target`` inside the open transaction.
 
     The onboarding fast path: the stream from base to ``target`` is rendered once per
-    (target, location) (:func:`rendered_path`) and sent with ``create_sql`` (the
-    caller's ``CREATE SCHEMA`` …), the search_path and ``then_sql`` (the caller's next
-    statement, a SELECT) in one round trip, instead of Alembic's Python machinery per
-    tenant (which measured about three times the DDL's own time). The result is the
-    catalog the migrations produce: tests compare it with a schema migrated online and
-    ``flask tenants check`` would report any difference. A stream the text cannot carry
-    (see :func:`rendered_path`) runs online as before.
+    (target, location) (:func:`rendered_path`) and sent with ``create`` (the caller's
+    ``CREATE SCHEMA`` …), the search_path and ``then`` (the caller's next statement, a
+    SELECT) in one round trip (:mod:`app.tenancy.pipeline`), instead of Alembic's
+    Python machinery per tenant (which measured about three times the DDL's own time).
+    The result is the catalog the migrations produce: tests compare it with a schema
+    migrated online and ``flask tenants check`` would report any difference. A stream
+    the text cannot carry (see :func:`rendered_path`) runs online as before.
 
-    Returns ``target`` and the first row of ``then_sql`` (run after the schema is built,
+    Returns ``target`` and the first row of ``then`` (run after the schema is built,
     whichever way it was).
     """
     rendered = rendered_path(None, target, location)
-    # No parameters: psycopg sends the text as it is, several statements in one
-    # message (and a rendered "%" stays a "%").
-    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    driver = connection.connection.driver_connection
     if rendered is None:
-        if create_sql:
-            cursor.execute(create_sql)
+        if create:
+            pipeline.execute(driver, create)  # type: ignore[arg-type]
         target = migrate_schema(connection, schema_name, target, location=location, known=NEW_SCHEMA)
-        return target, cursor.execute(then_sql).fetchone() if then_sql else None
+        return target, pipeline.execute(driver, [then], rows=[0])[0] if then else None  # type: ignore[arg-type]
     path = sql.Literal(quote_ident(schema_name)).as_string(None)
-    cursor.execute(f"{create_sql};SELECT set_config('search_path', {path}, true);{rendered};{then_sql}")
-    if not then_sql:
+    statements = [*create, f"SELECT set_config('search_path', {path}, true)", *rendered]
+    if not then:
+        pipeline.execute(driver, statements)  # type: ignore[arg-type]
         return target, None
-    while cursor.nextset():  # to the last statement's result: then_sql's
-        pass
-    return target, cursor.fetchone()
+    return target, pipeline.execute(driver, [*statements, then], rows=[-1])[-1]  # type: ignore[arg-type]
 
 
 def _trust(context: Any, connection: Connection, known: SchemaState) -> None:
@@ -313,18 +312,20 @@ def render_sql(
     schema_name: str, current: str | None, target: str | None, *, location: str | None = None
 ) -> str:
     """The SQL that moves ``schema_name`` from ``current`` to ``target``, without running it."""
-    return _render(current, target, location, schema_name)
+    return "".join(f"{chunk}\n\n" for chunk in _render(current, target, location, schema_name))
 
 
 @lru_cache(maxsize=64)
-def rendered_path(current: str | None, target: str | None, location: str | None = None) -> str | None:
-    """The SQL of the path from ``current`` to ``target``, rendered once, for any schema.
+def rendered_path(current: str | None, target: str | None, location: str | None = None) -> tuple[str, ...] | None:
+    """The statements of the path from ``current`` to ``target``, rendered once, for any schema.
 
     Tenant migrations name their tables unqualified, so Alembic's offline rendering
     (with an unqualified ``alembic_version``) is the same text for every schema: the
     fan-out renders a path once and sends it to each schema in one round trip instead
     of running Alembic's Python machinery per schema (which measured 3-5x the time of
     the SQL itself). ``tenants check`` compares the result with schemas migrated online.
+    One string per statement, without its terminator and without Alembic's comments,
+    for :func:`app.tenancy.pipeline.execute`.
 
     None when the path cannot be applied that way: a revision on it runs outside a
     transaction, declares ``render_as_sql = False`` (it reads data through
@@ -334,19 +335,39 @@ def rendered_path(current: str | None, target: str | None, location: str | None 
     if not steps or not all(step.transactional and step.renderable for step in steps):
         return None
     try:
-        return _render(current, target, location, schema_name=None)
+        chunks = _render(current, target, location, schema_name=None)
     except Exception:  # e.g. op.get_bind() has no connection offline: run it online instead
         return None
+    return tuple(chunk.removesuffix(";") for chunk in chunks if not _only_comments(chunk))
 
 
-def _render(current: str | None, target: str | None, location: str | None, schema_name: str | None) -> str:
+def _only_comments(chunk: str) -> bool:
+    return all(not line.strip() or line.lstrip().startswith("--") for line in chunk.splitlines())
+
+
+class _Statements(io.StringIO):
+    """Alembic's offline output buffer, kept one chunk per write: it writes each
+    statement (or comment) whole, followed by a blank line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chunks: list[str] = []
+
+    def write(self, text: str) -> int:
+        chunk = text.strip()
+        if chunk:
+            self.chunks.append(chunk)
+        return len(text)
+
+
+def _render(current: str | None, target: str | None, location: str | None, schema_name: str | None) -> list[str]:
     from app.models.tenant import TenantBase
 
     script = tenant_script(location)
     cfg = tenant_config(location)
     destination = target or "base"
     downgrade = _is_downgrade(script, current, target)
-    buffer = io.StringIO()
+    buffer = _Statements()
 
     def step(rev: Any, context: Any) -> Any:
         if downgrade:
@@ -370,4 +391,4 @@ def _render(current: str | None, target: str | None, location: str | None, schem
             if schema_name is not None:
                 env.execute(f"SET LOCAL search_path TO {quote_ident(schema_name)}")
             env.run_migrations()
-    return buffer.getvalue()
+    return buffer.chunks

@@ -658,12 +658,15 @@ def _advance_sequences(
         for column in table.columns:
             if not column.has_sequence:
                 continue
+            # Two statements, not setval(...) FROM the table: on Citus that one runs where the
+            # table lives, a worker, whose copy of the sequence is limited to that node's range.
+            loaded = connection.exec_driver_sql(
+                f"SELECT COALESCE(max({_ident(column.name)}) + 1, 1) FROM {_qualified(schema_name, table.name)}"
+            ).scalar_one()
             connection.exec_driver_sql(
-                f"SELECT setval(pg_get_serial_sequence(%(t)s, %(c)s),"
-                f" GREATEST(%(next)s, COALESCE(max({_ident(column.name)}) + 1, 1)), false)"
-                f" FROM {_qualified(schema_name, table.name)}",
+                "SELECT setval(pg_get_serial_sequence(%(t)s, %(c)s), %(next)s, false)",
                 {"t": _regclass(schema_name, table.name), "c": column.name,
-                 "next": exported[table.name].get(column.name, 1)},
+                 "next": max(loaded, exported[table.name].get(column.name, 1))},
             )
 
 

@@ -168,17 +168,17 @@ def provision_in_transaction(
         roles.create_tenant_role(connection, role)
         # The schema and everything the migrations create belong to the tenant's role.
         # Created by the login user, then everything in it by the tenant's role.
-        create = (
-            f"CREATE SCHEMA {quote_ident(schema_name)} AUTHORIZATION {quote_role(role)};"
-            f"SELECT set_config('role', {sql.Literal(role).as_string(None)}, true)"
-        )
+        create = [
+            f"CREATE SCHEMA {quote_ident(schema_name)} AUTHORIZATION {quote_role(role)}",
+            f"SELECT set_config('role', {sql.Literal(role).as_string(None)}, true)",
+        ]
     else:
-        create = f"CREATE SCHEMA {quote_ident(schema_name)}"
-    # Then, in the same message, back to the caller's binding, and off the tenant's role:
+        create = [f"CREATE SCHEMA {quote_ident(schema_name)}"]
+    # Then, in the same round trip, back to the caller's binding, and off the tenant's role:
     # public.tenants and the first key are platform data.
     revision, restored = build_new_schema(
-        connection, schema_name, revision or head_revision(location), location=location, create_sql=create,
-        then_sql=binding_sql(caller, reset_role=role is not None),
+        connection, schema_name, revision or head_revision(location), location=location, create=create,
+        then=binding_sql(caller, reset_role=role is not None),
     )
     confirm_binding(connection, caller, restored[0])
 

@@ -21,7 +21,7 @@ in every connection; the next ``SET ROLE`` on each connection rebuilds it over a
 tenant roles. ``bench/roles.py`` measured that stall at 3-8 / 16-25 / 131 ms
 (PostgreSQL 15) and 3 / 6-20 / 17 ms (18) at 1,000 / 3,000 / 10,000 tenants, over the
 10 ms budget beyond about 1,000 tenants on both, so ``auto`` is off for now; ``on``
-takes the cost knowingly.
+takes the cost knowingly. On Citus the layer stays off (:data:`CITUS_REASON`).
 """
 
 from __future__ import annotations
@@ -65,7 +65,18 @@ def role_name_for(connection: Connection, slug: str) -> str:
 
 _SERVER_FACTS = (
     "SELECT current_setting('server_version_num')::int,"
-    " (SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user)"
+    " (SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user),"
+    " EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"
+)
+
+#: Why the layer stays off on Citus. Measured on Citus 13.2: the coordinator opens its
+#: connections to the workers as the current user, so a transaction that takes a tenant
+#: role makes Citus log in to the worker as that role.
+CITUS_REASON = (
+    "on Citus the coordinator connects to the workers as the current user, so every tenant role "
+    "would need to log in to every worker (credentials per tenant on each node, and a pool of "
+    "worker connections per tenant); a role created in the provisioning transaction does not "
+    "exist on the workers before it commits (docs/scale-out.md)"
 )
 
 
@@ -74,8 +85,8 @@ def decide(connection: Connection, mode: str) -> Decision:
     decision = _decide_without_server(mode)
     if decision is not None:
         return decision
-    version, can_create = connection.exec_driver_sql(_SERVER_FACTS).one()
-    return _decide(mode, version, can_create)
+    version, can_create, citus = connection.exec_driver_sql(_SERVER_FACTS).one()
+    return _decide(mode, version, can_create, citus)
 
 
 def _decide_without_server(mode: str) -> Decision | None:
@@ -85,7 +96,11 @@ def _decide_without_server(mode: str) -> Decision | None:
     return Decision(False, "TENANT_ROLES=off") if mode == "off" else None
 
 
-def _decide(mode: str, version: int, can_create: bool) -> Decision:
+def _decide(mode: str, version: int, can_create: bool, citus: bool = False) -> Decision:
+    if citus:
+        if mode == "on":
+            raise RuntimeError(f"TENANT_ROLES=on is not supported: {CITUS_REASON}")
+        return Decision(False, f"auto: {CITUS_REASON}")
     if not can_create:
         if mode == "on":
             raise RuntimeError("TENANT_ROLES=on, but the database user may not create roles (no CREATEROLE)")
@@ -143,11 +158,11 @@ def decide_on_first_connect(engine: Engine, mode: str) -> None:
             cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
             try:
                 cursor.execute(_SERVER_FACTS)
-                version, can_create = cursor.fetchone()
+                version, can_create, citus = cursor.fetchone()
             finally:
                 cursor.close()
                 dbapi_connection.rollback()  # type: ignore[attr-defined]
-            _remember(engine, _decide(mode, version, can_create))
+            _remember(engine, _decide(mode, version, can_create, citus))
         except Exception as exc:  # e.g. on without CREATEROLE: provisioning raises it, with its message
             log.error("tenant database roles: %s", exc)
 

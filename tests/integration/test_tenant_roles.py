@@ -27,7 +27,9 @@ from app.testing import TestTenant
 
 
 @pytest.fixture
-def roles_app(make_app):
+def roles_app(make_app, citus):
+    if citus:
+        pytest.skip(f"the role layer is off on Citus: {roles.CITUS_REASON}")
     return make_app(TENANT_ROLES="on")
 
 
@@ -199,7 +201,7 @@ def test_check_reports_ownership_drift(make_role_tenant, roles_app, engine):
     assert any(p.startswith("by_hand is owned by") and p.endswith(drifted.role) for p in problems[drifted.slug])
 
 
-def test_the_role_layers_choice_is_logged_at_startup_and_decided_on_the_first_connection(make_app, caplog):
+def test_the_role_layers_choice_is_logged_at_startup_and_decided_on_the_first_connection(make_app, caplog, citus):
     """create_app never connects (it starts while the database may be down): it logs the
     mode, and ``auto`` is decided, and logged with its reason, when the pool first connects."""
     caplog.set_level(logging.INFO, logger="app.tenancy.roles")
@@ -212,7 +214,12 @@ def test_the_role_layers_choice_is_logged_at_startup_and_decided_on_the_first_co
             pass
         assert not tenant_roles_active()  # what was decided is what provisioning uses
     [decided] = [r.getMessage() for r in caplog.records]
-    assert decided.startswith("tenant database roles off (auto: ") and "TENANT_ROLES=on" in decided
+    if citus:  # off, and on is refused with the reason
+        assert decided == f"tenant database roles off (auto: {roles.CITUS_REASON})"
+        with make_app(TENANT_ROLES="on").app_context(), pytest.raises(RuntimeError, match="not supported: on Citus"):
+            tenant_roles_active()
+    else:
+        assert decided.startswith("tenant database roles off (auto: ") and "TENANT_ROLES=on" in decided
 
     caplog.clear()
     make_app(TENANT_ROLES="off")
