@@ -236,6 +236,6 @@ fanout_cli.register(tenants_cli)  # flask tenants migrate|status|check
 
 # Imported last: they use domain_errors and tenants_cli.
 # flask tenants keys create|list|revoke, flask tenants export|import
-from . import keys_cli, portability_cli  # noqa: E402, F401, I001
+from . import cluster_cli, keys_cli, portability_cli  # noqa: E402, F401, I001
 
 portability_cli.register(tenants_cli)

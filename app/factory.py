@@ -58,9 +58,11 @@ def create_app(config: Mapping[str, Any] | None = None, *, http: bool = True) ->
         _configure_requests(app)
 
     from .cli import db_cli, tenants_cli
+    from .cluster_cli import cluster_cli
 
     app.cli.add_command(db_cli)
     app.cli.add_command(tenants_cli)
+    app.cli.add_command(cluster_cli)
 
     if embedded:
         _prepare_development(app, instance)
@@ -101,6 +103,7 @@ def _configure_api(app: Flask) -> None:
     from .api import errors, health, ratelimit, rest_api
     from .api import metrics as metrics_api
     from .api.admin import audit as admin_audit
+    from .api.admin import cluster as admin_cluster
     from .api.admin import migrations, plans, tenants
     from .api.openapi import ProblemJsonPlugin
     from .api.tenant import account, api_keys, audit, repositories
@@ -120,7 +123,7 @@ def _configure_api(app: Flask) -> None:
     })
     rest_api.spec.options["security"] = [{"bearer": []}]
     for blueprint in (
-        health.blp, tenants.blp, plans.blp, migrations.blp, admin_audit.blp,
+        health.blp, tenants.blp, plans.blp, migrations.blp, admin_audit.blp, admin_cluster.blp,
         account.blp, repositories.blp, api_keys.blp, audit.blp,
     ):
         rest_api.register_blueprint(blueprint)

@@ -27,6 +27,8 @@ from app.tenancy.errors import (
     InvalidTenantChange,
     LastAdminKey,
     MigrationRunNotFound,
+    MoveFailed,
+    PlacementRefused,
     ProvisioningFailed,
     TenantAlreadyExists,
     TenantBusy,
@@ -79,6 +81,8 @@ ERRORS: dict[type[BaseException], ProblemType] = {
     ProvisioningFailed: ProblemType(
         500, "provisioning-failed", "Provisioning failed; nothing was created", public_detail=False
     ),
+    PlacementRefused: ProblemType(409, "placement-refused", "Placement refused"),
+    MoveFailed: ProblemType(503, "move-failed", "Move failed; the tenant stays where it was"),
     TenantContextError: INTERNAL,
     OperationalError: DATABASE_UNAVAILABLE,
     PoolTimeout: DATABASE_UNAVAILABLE,

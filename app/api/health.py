@@ -17,10 +17,21 @@ from werkzeug.exceptions import ServiceUnavailable
 
 from app import public_migrations
 from app.extensions import db
-from app.tenancy import directory
+from app.tenancy import cluster, directory
 from app.tenancy.migrations import head_revision
 
 blp = Blueprint("health", __name__, description="Liveness and readiness probes.")
+
+
+class ReadyNodeSchema(Schema):
+    address = fields.String(metadata={"example": "10.0.0.5:5432"})
+    role = fields.String(metadata={"description": "coordinator or worker"})
+    active = fields.Boolean()
+
+
+class ReadyClusterSchema(Schema):
+    citus_version = fields.String()
+    nodes = fields.List(fields.Nested(ReadyNodeSchema))
 
 
 class HealthSchema(Schema):
@@ -31,6 +42,8 @@ class HealthSchema(Schema):
     tenant_schemas_behind = fields.Integer(
         metadata={"description": "Tenants whose recorded schema revision is not tenant_head (flask tenants migrate)."}
     )
+    cluster = fields.Nested(ReadyClusterSchema, metadata={
+        "description": "On Citus only: the version and the cluster's nodes (pg_dist_node, no query to the workers)."})
 
 
 @blp.route("/healthz")
@@ -59,7 +72,13 @@ class Ready(MethodView):
                 f"The public schema is at {current or 'nothing'}, not {head}: run `flask db upgrade`."
             )
         tenant_head = head_revision(current_app.config["TENANT_MIGRATIONS_LOCATION"])
-        return {
+        ready = {
             "status": "ready", "public_revision": current, "public_head": head,
             "tenant_head": tenant_head, "tenant_schemas_behind": directory.count_behind(db.session(), tenant_head),
         }
+        citus = cluster.citus_of(db.engine)
+        if citus is not None:
+            ready["cluster"] = {"citus_version": citus.version, "nodes": [
+                {"address": n.address, "role": n.role, "active": n.active}
+                for n in cluster.nodes(db.session().connection())]}
+        return ready

@@ -35,6 +35,12 @@ class TenantSchema(Schema):
     updated_at = fields.DateTime()
 
 
+class TenantDetailSchema(TenantSchema):
+    node = fields.String(allow_none=True, metadata={
+        "description": "On Citus, the worker (HOST:PORT) holding the tenant's schema; null on plain "
+                       "PostgreSQL or while the schema is not distributed."})
+
+
 class IssuedKeySchema(Schema):
     id = fields.Integer()
     prefix = fields.String()

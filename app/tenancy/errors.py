@@ -156,3 +156,16 @@ class LastAdminKey(TenancyError):
             f"API key {key_id} is the tenant's last active admin key; issue another admin key first"
         )
         self.key_id = key_id
+
+
+class PlacementRefused(TenancyError):
+    """A tenant move or cluster operation that cannot be done as asked: not Citus, an unknown
+    node, the node the tenant is on already, a schema not distributed yet."""
+
+
+class MoveFailed(TenancyError):
+    """Citus gave up moving a tenant's schema; it stays where it was (retry later)."""
+
+    def __init__(self, slug: str, error: str) -> None:
+        super().__init__(f"moving tenant {slug!r} failed; it stays where it was: {error}")
+        self.slug = slug

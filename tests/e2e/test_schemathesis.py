@@ -72,6 +72,8 @@ OPERATIONS = [
     ("GET", "/v1/admin/migrations"),
     ("GET", "/v1/admin/migrations/{run_id}"),
     ("GET", "/v1/admin/audit-events"),
+    ("GET", "/v1/admin/cluster"),
+    ("POST", "/v1/admin/tenants/{slug}/move"),
     ("GET", "/v1/tenant"),
     ("GET", "/v1/repositories"),
     ("POST", "/v1/repositories"),
@@ -84,7 +86,8 @@ OPERATIONS = [
     ("GET", "/v1/audit-events"),
 ]
 #: Operations that change a tenant through the admin API: they get a sacrificial tenant.
-ON_A_VICTIM = {("PATCH", "/v1/admin/tenants/{slug}"), ("DELETE", "/v1/admin/tenants/{slug}")}
+ON_A_VICTIM = {("PATCH", "/v1/admin/tenants/{slug}"), ("DELETE", "/v1/admin/tenants/{slug}"),
+               ("POST", "/v1/admin/tenants/{slug}/move")}
 
 
 #: The test sends real credentials itself, so schemathesis generates none (nor drops them as

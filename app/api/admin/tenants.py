@@ -14,12 +14,13 @@ from app.extensions import db, tenant_roles_active
 from app.schemas.tenants import (
     TenantCreatedSchema,
     TenantCreateSchema,
+    TenantDetailSchema,
     TenantPageSchema,
     TenantQuerySchema,
     TenantSchema,
     TenantUpdateSchema,
 )
-from app.tenancy import directory, lifecycle
+from app.tenancy import cluster, directory, lifecycle
 from app.tenancy.migrations import head_revision
 from app.tenancy.provisioning import provision_tenant
 
@@ -59,10 +60,17 @@ class Tenants(MethodView):
 
 @blp.route("/<slug>")
 class TenantBySlug(MethodView):
-    @blp.response(200, TenantSchema)
+    @blp.response(200, TenantDetailSchema)
     def get(self, slug: str):
-        """One tenant."""
-        return directory.get_tenant(db.session(), slug)
+        """One tenant (on Citus, with the node holding its schema)."""
+        session = db.session()
+        tenant = directory.get_tenant(session, slug)
+        node = None
+        if cluster.citus_of(db.engine) is not None:
+            placed = cluster.placement_of(session.connection(), tenant.schema_name)
+            node = placed.address if placed else None
+        return {"node": node, **{name: getattr(tenant, name) for name in TenantSchema().fields if name != "plan"},
+                "plan_name": tenant.plan_name}
 
     @blp.arguments(TenantUpdateSchema)
     @blp.response(200, TenantSchema)
