@@ -23,7 +23,7 @@ from . import fanout_cli, public_migrations
 from .extensions import db, tenant_roles_active
 from .models.public import Tenant
 from .pagination import every_item
-from .tenancy import audit, directory, lifecycle, migrations
+from .tenancy import audit, directory, lifecycle, migrations, placement
 from .tenancy.errors import TenancyError, TenantContextError
 from .tenancy.naming import quote_ident
 from .tenancy.provisioning import TenantRecord, provision_tenant
@@ -116,11 +116,15 @@ def db_check() -> None:
 @click.argument("slug")
 @click.option("--name", required=True, help="Display name.")
 @click.option("--plan", default="free", show_default=True)
+@click.option("--node", metavar="HOST:PORT", help="On Citus: the worker to place the tenant on (provisioned, "
+              "then its empty schema moved there).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @domain_errors
-def tenants_create(slug: str, name: str, plan: str, as_json: bool) -> None:
+def tenants_create(slug: str, name: str, plan: str, node: str | None, as_json: bool) -> None:
     """Provision tenant SLUG: row, schema t_SLUG, migrations, first admin API key."""
     with audit.acting_as(audit.cli_actor()):
+        if node is not None:
+            placement.check_target(db.engine, node)  # refused before anything is created
         result = provision_tenant(
             db.session(),
             slug=slug,
@@ -129,17 +133,25 @@ def tenants_create(slug: str, name: str, plan: str, as_json: bool) -> None:
             migrations_location=current_app.config["TENANT_MIGRATIONS_LOCATION"],
             tenant_role=tenant_roles_active(),
         )
+        placed = placement.place_new_tenant(db.engine, slug, node) if node is not None else None
     key = result.admin_key
-    data = {
+    data: dict[str, Any] = {
         "tenant": tenant_dict(result.tenant),
         "api_key": {"id": key.id, "prefix": key.prefix, "role": key.role, "token": key.token},
     }
+    if placed is not None:
+        data["node"] = placed.target if placed.status == "moved" else placed.source
+        data["placement_error"] = placed.error
     if as_json:
         click.echo(json.dumps(data))
-        return
-    click.echo(f"created tenant {slug} in schema {result.tenant.schema_name} "
-               f"at revision {result.tenant.schema_revision}")
-    click.echo(f"admin API key (shown once): {result.admin_key.token}")
+    else:
+        click.echo(f"created tenant {slug} in schema {result.tenant.schema_name} "
+                   f"at revision {result.tenant.schema_revision}" + (f" on {data['node']}" if placed else ""))
+        click.echo(f"admin API key (shown once): {result.admin_key.token}")
+    if placed is not None and placed.error:
+        click.echo(f"error: tenant {slug} was created on {placed.source}, but moving it to {node} failed: "
+                   f"{placed.error}; move it with `flask tenants move {slug} --to {node}`", err=True)
+        sys.exit(1)
 
 
 def _change_tenant(slug: str, **changes: str) -> TenantRecord:

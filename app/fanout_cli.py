@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TextIO
+from typing import Any, TextIO
 
 import click
 from flask import current_app
@@ -267,26 +267,41 @@ def tenants_status(behind: bool, as_json: bool) -> None:
 @click.command("check")
 @with_cli_app
 @click.option("--tenant", "slugs", multiple=True, metavar="SLUG", help="Only this tenant (repeatable).")
+@click.option("--citus", is_flag=True, help="Also what would break on Citus, in every tenant schema and in the "
+              "stream's head revision (tables without a primary key, triggers, foreign keys leaving the schema).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def tenants_check(slugs: tuple[str, ...], as_json: bool) -> None:
+def tenants_check(slugs: tuple[str, ...], citus: bool, as_json: bool) -> None:
     """Exit 1 if a schema disagrees with its revision (ledger, alembic_version or catalog)."""
+    location = current_app.config["TENANT_MIGRATIONS_LOCATION"]
     with _logger_level("alembic", logging.WARNING):
-        report = drift.check(db.engine, slugs=slugs, location=current_app.config["TENANT_MIGRATIONS_LOCATION"])
+        report = drift.check(db.engine, slugs=slugs, location=location, citus=citus)
+    head = report.head
     if as_json:
-        click.echo(json.dumps({
+        data: dict[str, Any] = {
             "checked": report.checked,
             "drifted": [
                 {"slug": d.slug, "schema_name": d.schema_name, "recorded_revision": d.recorded_revision,
                  "actual_revision": d.actual_revision, "problems": d.problems}
                 for d in report.drifted
             ],
-        }))
+        }
+        if head is not None:
+            data["head"] = {"problems": head.problems, "notes": head.notes}
+        click.echo(json.dumps(data))
     else:
         for d in report.drifted:
             click.echo(f"{d.slug} ({d.schema_name}, revision {d.actual_revision or d.recorded_revision}):")
             for problem in d.problems:
                 click.echo(f"  {problem}")
-        click.echo(f"checked {report.checked} schemas: {len(report.drifted)} drifted")
-    sys.exit(1 if report.drifted else 0)
+        if head is not None and (head.problems or head.notes):
+            click.echo("the stream's head revision:")
+            for line in head.problems:
+                click.echo(f"  {line}")
+            for line in head.notes:
+                click.echo(f"  note: {line}")
+        click.echo(f"checked {report.checked} schemas: {len(report.drifted)} drifted"
+                   + (f"; head revision: {len(head.problems)} Citus problem(s)" if head is not None else ""))
+    failed = bool(report.drifted) or bool(head and head.problems)
+    sys.exit(1 if failed else 0)
 
 

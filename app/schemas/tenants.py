@@ -13,6 +13,11 @@ class TenantCreateSchema(Schema):
     slug = fields.String(required=True, metadata={"example": "acme", "pattern": "^[a-z][a-z0-9_]{1,39}$"})
     name = fields.String(required=True, validate=[validate.Length(min=1, max=200), NOT_BLANK])
     plan = fields.String(load_default="free", validate=validate.Length(min=1, max=40))
+    node = fields.String(validate=validate.Regexp(r"^[^:\s]+:[0-9]{1,5}$"), metadata={
+        "example": "10.0.0.6:5432",
+        "description": "On Citus: the worker (HOST:PORT) to place the tenant on. The tenant is provisioned "
+                       "(one transaction), then its empty schema moved there; 409 before anything is created "
+                       "when the node is unknown or the database is not Citus."})
 
 
 class TenantUpdateSchema(Schema):
@@ -51,6 +56,11 @@ class IssuedKeySchema(Schema):
 class TenantCreatedSchema(Schema):
     tenant = fields.Nested(TenantSchema)
     api_key = fields.Nested(IssuedKeySchema, attribute="admin_key")
+    node = fields.String(allow_none=True, metadata={
+        "description": "On Citus, the worker holding the new schema; null on plain PostgreSQL."})
+    placement_error = fields.String(allow_none=True, metadata={
+        "description": "Set when a requested node could not be reached by the move after provisioning: the "
+                       "tenant exists, on `node`; move it with POST /v1/admin/tenants/{slug}/move."})
 
 
 class TenantQuerySchema(PageQuerySchema):

@@ -26,7 +26,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
-from . import migrations
+from . import citus_rules, migrations
 from .naming import quote_ident
 
 #: (kind, name) -> definition, e.g. ("column", "repositories.owner") -> "character varying(100) NOT NULL"
@@ -71,6 +71,8 @@ class SchemaDrift:
 class DriftReport:
     checked: int
     drifted: list[SchemaDrift]
+    #: With ``citus``: what the stream's head revision, built in a scratch schema, would break.
+    head: citus_rules.CitusFindings | None = None
 
 
 def read_catalog(connection: Connection, schema_name: str) -> Catalog:
@@ -114,20 +116,43 @@ def check(
     slugs: Iterable[str] = (),
     location: str | None = None,
     recycle_after: int = 250,
+    citus: bool = False,
 ) -> DriftReport:
     """Check every tenant (or those named); one short read-only transaction per schema.
 
     Connections are opened unpooled from ``engine.url`` so that recycling them really
-    ends the backend and frees its catalog cache.
+    ends the backend and frees its catalog cache. ``citus``: also what would break each
+    schema, and the stream's head revision, on Citus (:mod:`app.tenancy.citus_rules`).
     """
     engine = create_engine(engine.url, poolclass=NullPool)
     try:
-        return _check(engine, list(slugs), location, recycle_after)
+        report = _check(engine, list(slugs), location, recycle_after, citus)
+        if citus:
+            report.head = _head_findings(engine, location)
+        return report
     finally:
         engine.dispose()
 
 
-def _check(engine: Engine, wanted: list[str], location: str | None, recycle_after: int) -> DriftReport:
+def _head_findings(engine: Engine, location: str | None) -> citus_rules.CitusFindings:
+    """The Citus rules on a scratch schema built at the stream's head, rolled back (and, on a
+    cluster, kept off the workers: schema-based sharding is off for that transaction)."""
+    scratch = f"t_check_{uuid.uuid4().hex[:12]}"
+    with engine.connect() as connection, connection.begin() as transaction:
+        references = citus_rules.reference_tables(connection)
+        if references or connection.exec_driver_sql(
+                "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')").scalar():
+            connection.exec_driver_sql("SET LOCAL citus.enable_schema_based_sharding = off")
+        connection.exec_driver_sql(f"CREATE SCHEMA {quote_ident(scratch)}")
+        migrations.migrate_schema(connection, scratch, migrations.head_revision(location), location=location)
+        found = citus_rules.inspect(connection, scratch, references)
+        transaction.rollback()
+    return found
+
+
+def _check(
+    engine: Engine, wanted: list[str], location: str | None, recycle_after: int, citus: bool = False,
+) -> DriftReport:
     with engine.connect() as connection:
         sql = "SELECT slug, schema_name, schema_revision, db_role FROM public.tenants"
         if wanted:
@@ -135,6 +160,10 @@ def _check(engine: Engine, wanted: list[str], location: str | None, recycle_afte
         tenants = connection.exec_driver_sql(sql + " ORDER BY slug", {"slugs": wanted}).all()
     references: dict[str | None, Catalog] = {}
     drifted: list[SchemaDrift] = []
+    citus_references: set[int] = set()
+    if citus:
+        with engine.connect() as connection:
+            citus_references = citus_rules.reference_tables(connection)
     for start in range(0, len(tenants), recycle_after):
         # A fresh backend every ``recycle_after`` schemas: each one caches every catalog it reads.
         with engine.connect() as connection:
@@ -147,12 +176,15 @@ def _check(engine: Engine, wanted: list[str], location: str | None, recycle_afte
                         continue
                     catalog = read_catalog(connection, schema_name)
                     foreign = _not_owned_by(connection, schema_name, role) if role else []
+                    on_citus = citus_rules.inspect(connection, schema_name, citus_references).problems \
+                        if citus else []
                 revision = drift.actual_revision
                 if revision not in references:
                     references[revision] = reference_catalog(engine, revision, location)
                 drift.problems = compare(references[revision], catalog)
                 drift.problems += [f"{name} is owned by {owner}, not by the tenant role {role}"
                                    for name, owner in foreign]
+                drift.problems += on_citus
                 if drift.problems:
                     drifted.append(drift)
     return DriftReport(checked=len(tenants), drifted=drifted)

@@ -203,6 +203,36 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+def check_target(engine: Engine, target: str) -> cluster.Node:
+    """The worker ``target`` names, checked before a tenant is provisioned onto it.
+
+    :raise PlacementRefused: not Citus, not HOST:PORT, no such active worker.
+    """
+    with engine.connect() as connection:
+        _require_citus(connection)
+        return worker_node(connection, target)
+
+
+def place_new_tenant(engine: Engine, slug: str, target: str) -> MoveResult:
+    """Put a tenant provisioned a moment ago on worker ``target``.
+
+    Citus places a new schema itself (its colocation id modulo the workers) and cannot
+    move a schema in the transaction that created it (the target worker does not see it
+    yet), so onboarding commits first and this moves the still-empty schema right after
+    (under a second). Already there: nothing moves. A failed move leaves a complete
+    tenant on the worker Citus chose; the result says so.
+    """
+    with engine.connect() as connection:
+        placed = cluster.placement_of(connection, schema_name_for(slug))
+        node = worker_node(connection, target)
+    if placed is not None and placed.node_id == node.node_id:
+        return MoveResult(slug, placed.address, node.address, "moved", 0.0)
+    try:
+        return move_tenant(engine, slug, target, mode="block_writes")  # empty: nothing to replicate
+    except TenancyError as exc:
+        return MoveResult(slug, placed.address if placed else "coordinator", target, "failed", 0.0, str(exc))
+
+
 # --- rebalance and drain --------------------------------------------------------------
 
 

@@ -284,3 +284,84 @@ def test_citus_is_detected_on_the_first_connection_and_logged_once(citus, make_a
                             "distributed)"]
     else:
         assert messages == []
+
+
+def test_check_citus_flags_what_would_break_a_schema_on_citus(citus, make_tenant, engine, runner):
+    """On plain PostgreSQL (before moving to Citus) every rule can be broken by hand; on a
+    cluster Citus itself refuses foreign keys leaving the schema, so only the other two."""
+    clean, broken = make_tenant(), make_tenant()
+    schema = f"t_{broken.slug}"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE TABLE "{schema}".no_key (v text)')
+        conn.exec_driver_sql("CREATE OR REPLACE FUNCTION public.tenantry_test_noop() RETURNS trigger"
+                             " LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$")
+        if citus:
+            conn.exec_driver_sql("SET LOCAL citus.enable_unsafe_triggers = on")
+        conn.exec_driver_sql(f'CREATE TRIGGER touch BEFORE UPDATE ON "{schema}".repositories'
+                             " FOR EACH ROW EXECUTE FUNCTION public.tenantry_test_noop()")
+        if not citus:
+            conn.exec_driver_sql(f'ALTER TABLE "{schema}".no_key ADD COLUMN tenant_id bigint'
+                                 " CONSTRAINT to_public REFERENCES public.tenants (id)")
+            conn.exec_driver_sql(f'ALTER TABLE "{schema}".no_key ADD COLUMN other bigint'
+                                 f' CONSTRAINT to_other REFERENCES "t_{clean.slug}".repositories (id)')
+    try:
+        result = runner.invoke(args=["tenants", "check", "--citus", "--json",
+                                     "--tenant", clean.slug, "--tenant", broken.slug])
+        report = json.loads(result.stdout)
+        assert result.exit_code == 1
+        [drifted] = report["drifted"]
+        problems = [p for p in drifted["problems"] if p.startswith("citus: ")]
+        expected = [
+            "citus: table no_key has no primary key or replica identity (citus_schema_move cannot move it online)",
+            "citus: trigger touch on repositories (Citus refuses triggers on distributed tables unless "
+            "citus.enable_unsafe_triggers)",
+        ]
+        if not citus:
+            expected += [
+                "citus: foreign key to_other on no_key references another tenant schema "
+                f"(t_{clean.slug}.repositories)",
+                "citus: foreign key to_public on no_key references public.tenants, which is not a Citus "
+                "reference table",
+            ]
+        assert drifted["slug"] == broken.slug and problems == expected
+        # The stream's head, built aside: nothing breaks, and the identity columns are noted.
+        assert report["head"]["problems"] == []
+        [note] = report["head"]["notes"]
+        assert note.startswith("citus: identity column(s) audit_events.id, repositories.id")
+        # Without --citus, none of this is looked at (the by-hand table is drift of its own).
+        plain = json.loads(runner.invoke(args=["tenants", "check", "--json", "--tenant", clean.slug]).stdout)
+        assert plain["drifted"] == [] and "head" not in plain
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{schema}".no_key')
+            if citus:
+                conn.exec_driver_sql("SET LOCAL citus.enable_unsafe_triggers = on")
+            conn.exec_driver_sql(f'DROP TRIGGER IF EXISTS touch ON "{schema}".repositories')
+            conn.exec_driver_sql("DROP FUNCTION IF EXISTS public.tenantry_test_noop()")
+
+
+def test_onboarding_can_place_a_tenant_on_a_chosen_worker(citus, runner, admin_client, engine):
+    slugs = [f"placed{uuid.uuid4().hex[:8]}" for _ in range(4)]
+    if not citus:  # refused before anything is created, CLI and API alike
+        result = runner.invoke(args=["tenants", "create", slugs[0], "--name", "X", "--node", "127.0.0.1:9701"])
+        assert result.exit_code == 1 and "not a Citus coordinator" in result.stderr
+        response = admin_client.post("/v1/admin/tenants", json={"slug": slugs[1], "name": "X",
+                                                                "node": "127.0.0.1:9701"})
+        assert response.status_code == 409 and response.json["type"].endswith("/placement-refused")
+        assert admin_client.get(f"/v1/admin/tenants/{slugs[0]}").status_code == 404
+        assert admin_client.get(f"/v1/admin/tenants/{slugs[1]}").status_code == 404
+        return
+    first, second = workers(engine)
+    for slug, node in zip(slugs[:2], (first, second), strict=True):
+        created = cli_json(runner, "tenants", "create", slug, "--name", slug, "--node", node)
+        assert created["node"] == node and created["placement_error"] is None
+        assert node_of(engine, slug) == node
+    for slug, node in zip(slugs[2:], (second, first), strict=True):
+        response = admin_client.post("/v1/admin/tenants", json={"slug": slug, "name": slug, "node": node})
+        assert response.status_code == 201, response.json
+        assert response.json["node"] == node and response.json["placement_error"] is None
+        assert node_of(engine, slug) == node
+    refused = admin_client.post("/v1/admin/tenants", json={"slug": "nowhere_co", "name": "X",
+                                                           "node": "127.0.0.1:1"})
+    assert refused.status_code == 409 and "no worker 127.0.0.1:1" in refused.json["detail"]
+    assert admin_client.get("/v1/admin/tenants/nowhere_co").status_code == 404

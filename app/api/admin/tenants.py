@@ -20,7 +20,7 @@ from app.schemas.tenants import (
     TenantSchema,
     TenantUpdateSchema,
 )
-from app.tenancy import cluster, directory, lifecycle
+from app.tenancy import cluster, directory, lifecycle, placement
 from app.tenancy.migrations import head_revision
 from app.tenancy.provisioning import provision_tenant
 
@@ -45,17 +45,31 @@ class Tenants(MethodView):
 
     @blp.arguments(TenantCreateSchema)
     @blp.response(201, TenantCreatedSchema)
-    @blp.alt_response(409, description="The slug is taken.")
+    @blp.alt_response(409, description="The slug is taken, or the requested node cannot take the tenant.")
     def post(self, body: dict[str, Any]):
         """Provision a tenant: row, schema, migrations and first admin key in one transaction.
 
         The response carries the API key's secret; it is shown this once.
         """
         location = current_app.config["TENANT_MIGRATIONS_LOCATION"]
+        node = body.pop("node", None)
+        if node is not None:
+            placement.check_target(db.engine, node)  # refused before anything is created
         with metrics.observe_provisioning():
-            return provision_tenant(
+            provisioned = provision_tenant(
                 db.session(), **body, migrations_location=location, tenant_role=tenant_roles_active()
             )
+        created: dict[str, Any] = {"tenant": provisioned.tenant, "admin_key": provisioned.admin_key,
+                                   "node": None, "placement_error": None}
+        if node is not None:
+            db.session.remove()  # the move runs on connections of its own
+            placed = placement.place_new_tenant(db.engine, provisioned.tenant.slug, node)
+            created["node"] = placed.target if placed.status == "moved" else placed.source
+            created["placement_error"] = placed.error
+        elif cluster.citus_of(db.engine) is not None:
+            found = cluster.placement_of(db.session().connection(), provisioned.tenant.schema_name)
+            created["node"] = found.address if found else None
+        return created
 
 
 @blp.route("/<slug>")
