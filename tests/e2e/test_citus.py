@@ -69,14 +69,18 @@ def test_onboarding_places_each_schema_on_a_worker_and_tenants_land_on_both(on_c
     assert {node_of(engine, s) for s in slugs} == set(workers(engine))
 
 
-def test_public_tables_stay_plain_coordinator_tables(on_citus, engine):
-    """No public table is distributed or replicated: tenant tables reference none of them, and
-    Citus refuses the joins the platform makes between a reference table and the coordinator-local
-    tables chained to it (docs/scale-out.md)."""
+def test_plans_is_a_reference_table_and_the_public_ids_keep_counting(on_citus, engine, make_plan):
     with engine.connect() as conn:
-        known = set(conn.execute(text(
-            "SELECT table_name::text FROM citus_tables WHERE table_name::text NOT LIKE 't\\_%'")).scalars())
-    assert known == set()
+        kinds = dict(conn.execute(text(
+            "SELECT table_name::text, citus_table_type FROM citus_tables")).all())
+        largest = conn.execute(text("SELECT max(id) FROM public.plans")).scalar()
+    assert kinds["plans"] == "reference"
+    assert {kinds.get(t) for t in ("tenants", "api_keys", "migration_runs", "migration_outcomes")} == {"local"}
+    assert "audit_events" not in kinds  # an ordinary coordinator table
+    name = make_plan()
+    with engine.connect() as conn:
+        made = conn.execute(text("SELECT id FROM public.plans WHERE name = :n"), {"n": name}).scalar()
+    assert made > largest
 
 
 def test_cluster_status_counts_tenants_per_node_and_refuses_clearly_on_plain_postgresql(
@@ -365,3 +369,34 @@ def test_onboarding_can_place_a_tenant_on_a_chosen_worker(citus, runner, admin_c
                                                            "node": "127.0.0.1:1"})
     assert refused.status_code == 409 and "no worker 127.0.0.1:1" in refused.json["detail"]
     assert admin_client.get("/v1/admin/tenants/nowhere_co").status_code == 404
+
+
+def test_an_existing_public_schema_converts_with_its_ids_counting_on(on_citus, tenantry_database_url):
+    """A deployment at 0004 with rows whose ids ran ahead of their sequences (inserted with
+    explicit ids): 0005 makes plans a reference table and every id sequence follows."""
+    from app import public_migrations
+    from app.testing import fresh_database
+
+    with fresh_database(tenantry_database_url) as url:
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            public_migrations.upgrade(engine, "0004")
+            with engine.begin() as conn:
+                conn.exec_driver_sql("INSERT INTO public.plans (id, name) OVERRIDING SYSTEM VALUE VALUES (40, 'big')")
+                conn.exec_driver_sql(
+                    "INSERT INTO public.tenants (id, slug, name, schema_name, plan_id, status)"
+                    " OVERRIDING SYSTEM VALUE VALUES (70, 'old_co', 'Old', 't_old_co', 40, 'active')")
+            public_migrations.upgrade(engine)
+            with engine.begin() as conn:
+                kind = conn.exec_driver_sql(
+                    "SELECT citus_table_type FROM citus_tables WHERE table_name = 'public.plans'::regclass").scalar()
+                plan = conn.exec_driver_sql("INSERT INTO public.plans (name) VALUES ('next') RETURNING id").scalar()
+                tenant = conn.exec_driver_sql(
+                    "INSERT INTO public.tenants (slug, name, schema_name, plan_id, status)"
+                    " VALUES ('new_co', 'New', 't_new_co', 40, 'active') RETURNING id").scalar()
+            assert kind == "reference" and plan == 41 and tenant == 71
+            with pytest.raises(RuntimeError, match="0005 cannot be downgraded on Citus: plans is a reference"):
+                public_migrations.downgrade(engine, "0004")
+        finally:
+            engine.dispose()
+
