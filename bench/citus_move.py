@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import signal
@@ -40,6 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for bench.common
 from app.config import SETTINGS
 from app.testing import ADMIN_TOKEN
 from bench.common import ROOT, provision_tenants, scratch_database
+
+#: github_repo_id of every POST: unique per tenant is required (409 otherwise).
+_REPO_IDS = itertools.count(10_000_000)
 
 
 def free_port() -> int:
@@ -99,7 +103,7 @@ class Load:
                 method, path, body = "GET", "/v1/repositories?limit=5", None
             else:
                 method, path = "POST", "/v1/repositories"
-                repo = 10_000_000 + number * 1_000_000 + i
+                repo = next(_REPO_IDS)  # unique across threads and repetitions
                 body = json.dumps({"github_repo_id": repo, "owner": "o", "name": f"r{repo}"}).encode()
             headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
             started = time.monotonic()

@@ -86,11 +86,8 @@ class Sides:
         if side == "raw":
             statements = [f'CREATE SCHEMA "t_{slug}"', f"SELECT set_config('search_path', '\"t_{slug}\"', true)",
                           *self.rendered]
-            with self.conn.transaction():
-                if self.citus:  # Citus takes DDL one statement a message: pipelined, one round trip
-                    pipeline.execute(self.conn, statements)
-                else:  # the least PostgreSQL needs: one message, the statements as they are
-                    self.conn.cursor().execute(";".join(statements))
+            with self.conn.transaction():  # one message; on Citus one statement a message, pipelined
+                pipeline.execute(self.conn, statements, pipelined=self.citus)
         elif side == "service":
             with self.app.app_context():
                 provision_tenant(db.session(), slug=slug, name=slug)

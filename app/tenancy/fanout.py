@@ -47,7 +47,7 @@ from sqlalchemy import create_engine, make_url
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
-from . import audit, fanout_worker, locks, migrations
+from . import audit, cluster, fanout_worker, locks, migrations
 from .errors import FanoutLocked, TenantNotFound
 from .naming import schema_name_for
 
@@ -327,6 +327,7 @@ class _Run:
         the_plan = plan(self.connection, self.options)
         self.target = the_plan.target
         self.paths = _render_paths(the_plan, self.options.location)
+        self.citus = cluster.detect(self.connection) is not None
         self.run_id = self._insert_run(the_plan)
         self.counts.selected = the_plan.selected
         self.counts.total = len(the_plan.pending)
@@ -407,7 +408,7 @@ class _Run:
                 "target": self.target, "paths": self.paths,
                 "lock_timeout": self.options.lock_timeout,
                 "statement_timeout": self.options.statement_timeout,
-                "run_id": self.run_id, "recycle_after": self.options.recycle_after,
+                "run_id": self.run_id, "recycle_after": self.options.recycle_after, "citus": self.citus,
             }, self.results))
 
     def _receive(self, worker: _Worker, result: dict[str, Any] | None) -> None:
@@ -541,7 +542,7 @@ class _Run:
         )
 
 
-def _render_paths(the_plan: Plan, location: str | None) -> dict[str, str]:
+def _render_paths(the_plan: Plan, location: str | None) -> dict[str, tuple[str, ...]]:
     """The SQL from each recorded revision to the target, for the workers' psycopg-only path.
 
     Keyed by the revision recorded in ``public.tenants``; a worker checks the schema's

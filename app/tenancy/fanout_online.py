@@ -47,6 +47,7 @@ class OnlineMigrator:
             "statement_timeout": _ms(settings.get("statement_timeout")),
         }
         self.literal = Literals()
+        self.pipelined: bool = bool(settings.get("citus"))  # see app.tenancy.pipeline
         self.timeouts_sql = (
             self.literal(self.timeouts["lock_timeout"]), self.literal(self.timeouts["statement_timeout"]),
         )
@@ -108,7 +109,7 @@ class OnlineMigrator:
                 f"SELECT EXISTS (SELECT 1 FROM public.tenants WHERE id = {int(task['tenant_id'])}),"
                 f" to_regclass('{quoted}.alembic_version') IS NOT NULL,"
                 f" set_config('search_path', '{quoted}', true)",
-            ], rows=[-1])[-1]
+            ], rows=[-1], pipelined=self.pipelined)[-1]
             if not exists:
                 return {"status": "deleted", "from": None, "to": None}
             current = None
@@ -117,7 +118,7 @@ class OnlineMigrator:
                 current = row[0] if row else None
             steps = migrations.plan_steps(current, self.target, self.location)
             if not steps:
-                pipeline.execute(driver, self._record_sql(task, current, current, "current"))
+                pipeline.execute(driver, self._record_sql(task, current, current, "current"), pipelined=self.pipelined)
                 return {"status": "current", "from": current, "to": current}
             if all(step.transactional for step in steps):
                 # From base (an empty or absent alembic_version), Alembic online knows whether to
@@ -128,14 +129,14 @@ class OnlineMigrator:
                 roles.become(connection, role)  # what the DDL creates belongs to the tenant's role
                 if rendered is not None:  # the path's SQL and the ledger, in one round trip
                     unbecome = ["SELECT set_config('role', 'none', true)"] if role else []
-                    pipeline.execute(driver, [*rendered, *unbecome, *record])
+                    pipeline.execute(driver, [*rendered, *unbecome, *record], pipelined=self.pipelined)
                 else:
                     migrations.migrate_schema(
                         connection, schema_name, self.target, location=self.location,
                         known=migrations.SchemaState(current, bool(versioned)),
                     )
                     roles.become(connection, None)
-                    pipeline.execute(driver, record)
+                    pipeline.execute(driver, record, pipelined=self.pipelined)
                 return {"status": "migrated", "from": current, "to": self.target}
         return self._migrate_in_segments(connection, task, schema_name, current, steps, started)
 
@@ -188,7 +189,7 @@ class OnlineMigrator:
         elapsed_ms = (time.perf_counter() - started) * 1000
         with connection.begin():
             record = self._record_sql(task, current, reached, "migrated", elapsed_ms)
-            pipeline.execute(connection.connection.driver_connection, record)
+            pipeline.execute(connection.connection.driver_connection, record, pipelined=self.pipelined)
         return {"status": "migrated", "from": current, "to": reached}
 
     def _record_sql(

@@ -70,7 +70,9 @@ class RenderedMigrator:
         self.run_id: int | None = settings.get("run_id")
         self.recycle_after: int = settings.get("recycle_after") or 250
         #: from-revision -> the SQL of the path to the target, for every schema at that revision.
-        self.paths: dict[str, str] = settings.get("paths") or {}
+        self.paths: dict[str, tuple[str, ...]] = settings.get("paths") or {}
+        #: On Citus, statements go one a message (pipelined): see app.tenancy.pipeline.
+        self.pipelined: bool = bool(settings.get("citus"))
         self.literal = Literals()
         self.timeouts_sql = (
             self.literal(_ms(settings.get("lock_timeout"))),
@@ -140,7 +142,7 @@ class RenderedMigrator:
                     *rendered, *unbecome,
                     *record_sql(self.literal, self.run_id, task, planned, self.target, "migrated"),
                     "COMMIT",
-                ])
+                ], pipelined=self.pipelined)
                 return {"status": "migrated", "from": planned, "to": self.target}
             except psycopg.Error as exc:
                 if exc.sqlstate not in _UNPLANNED:
@@ -155,7 +157,7 @@ class RenderedMigrator:
                 f"SELECT EXISTS (SELECT 1 FROM public.tenants WHERE id = {int(task['tenant_id'])}),"
                 f" set_config('search_path', '{quoted}', true)",
                 f"SELECT max(version_num) FROM {quoted}.alembic_version", *become,
-            ], rows=(2, 3))
+            ], rows=(2, 3), pipelined=self.pipelined)
         except psycopg.errors.UndefinedTable:  # no version table (or no schema): Alembic's case
             connection.rollback()
             return None
@@ -175,7 +177,7 @@ class RenderedMigrator:
         pipeline.execute(connection, [
             *rendered, *unbecome, *record_sql(self.literal, self.run_id, task, current, self.target, status),
             "COMMIT",
-        ])
+        ], pipelined=self.pipelined)
         return {"status": status, "from": current, "to": self.target}
 
 

@@ -30,7 +30,7 @@ from alembic.script import ScriptDirectory
 from psycopg import sql
 from sqlalchemy.engine import Connection
 
-from . import pipeline
+from . import cluster, pipeline
 from .binding import set_local_search_path
 from .errors import UnknownRevision
 from .naming import quote_ident
@@ -254,7 +254,8 @@ def build_new_schema(
     The onboarding fast path: the stream from base to ``target`` is rendered once per
     (target, location) (:func:`rendered_path`) and sent with ``create`` (the caller's
     ``CREATE SCHEMA`` …), the search_path and ``then`` (the caller's next statement, a
-    SELECT) in one round trip (:mod:`app.tenancy.pipeline`), instead of Alembic's
+    SELECT) in one round trip (:mod:`app.tenancy.pipeline`: one message, or pipelined on
+    Citus), instead of Alembic's
     Python machinery per tenant (which measured about three times the DDL's own time).
     The result is the catalog the migrations produce: tests compare it with a schema
     migrated online and ``flask tenants check`` would report any difference. A stream
@@ -265,17 +266,20 @@ def build_new_schema(
     """
     rendered = rendered_path(None, target, location)
     driver = connection.connection.driver_connection
+    pipelined = cluster.citus_of(connection.engine) is not None
     if rendered is None:
         if create:
-            pipeline.execute(driver, create)  # type: ignore[arg-type]
+            pipeline.execute(driver, create, pipelined=pipelined)  # type: ignore[arg-type]
         target = migrate_schema(connection, schema_name, target, location=location, known=NEW_SCHEMA)
-        return target, pipeline.execute(driver, [then], rows=[0])[0] if then else None  # type: ignore[arg-type]
+        if not then:
+            return target, None
+        return target, pipeline.execute(driver, [then], rows=[0])[0]  # type: ignore[arg-type]
     path = sql.Literal(quote_ident(schema_name)).as_string(None)
     statements = [*create, f"SELECT set_config('search_path', {path}, true)", *rendered]
     if not then:
-        pipeline.execute(driver, statements)  # type: ignore[arg-type]
+        pipeline.execute(driver, statements, pipelined=pipelined)  # type: ignore[arg-type]
         return target, None
-    return target, pipeline.execute(driver, [*statements, then], rows=[-1])[-1]  # type: ignore[arg-type]
+    return target, pipeline.execute(driver, [*statements, then], rows=[-1], pipelined=pipelined)[-1]  # type: ignore[arg-type]
 
 
 def _trust(context: Any, connection: Connection, known: SchemaState) -> None:

@@ -1,17 +1,21 @@
-"""Many statements in one network round trip, each statement its own protocol message.
+"""Many statements in one network round trip: one message, or pipelined one statement a message.
 
-Onboarding and the fan-out send a schema's whole DDL at once. They used to join the
-statements into one text (PostgreSQL's simple query protocol runs them in order), but
-Citus refuses that: a ``CREATE INDEX`` on a distributed table, sent in a message that
-holds other statements, is forwarded to the worker with the whole message as its
+Onboarding and the fan-out send a schema's whole DDL at once. On plain PostgreSQL the
+statements travel joined in one simple-protocol message, which the server runs in
+order. Citus refuses that: a ``CREATE INDEX`` on a distributed table, sent in a message
+that holds other statements, is forwarded to the worker with the whole message as its
 text, and the worker answers "cannot insert multiple commands into a prepared
-statement". psycopg's pipeline mode sends each statement as its own Parse/Bind/Execute
-and one Sync at the end: every server, Citus included, sees single statements, and
-the client still waits for the network once.
+statement". There, psycopg's pipeline mode sends each statement as its own
+Parse/Bind/Execute and one Sync at the end: single statements for the server, one wait
+on the network for the client.
 
-On an error the server skips every later statement up to the Sync (a ``COMMIT`` among
-them), so a transaction begun in the batch is left aborted and the error is raised
-here: the caller rolls back, as after a failed multi-statement message.
+Why not pipeline everywhere: it costs the client about 50 µs of Python per statement
+(psycopg's per-``execute`` work), measured as +0.5 s of client CPU per 1,000 schemas in
+``bench/fanout.py`` (docs/benchmarks.md), and plain PostgreSQL does not need it.
+
+On an error the server skips every later statement (in one message, or up to the Sync),
+a ``COMMIT`` among them, so a transaction begun in the batch is left aborted and the
+error is raised here: the caller rolls back. Either way the results are the same.
 """
 
 from __future__ import annotations
@@ -23,16 +27,37 @@ import psycopg
 
 
 def execute(
-    connection: psycopg.Connection[Any], statements: Sequence[str], *, rows: Collection[int] = ()
+    connection: psycopg.Connection[Any], statements: Sequence[str], *, rows: Collection[int] = (),
+    pipelined: bool = False,
 ) -> dict[int, Any]:
     """Send ``statements`` (no parameters, ``%`` as it is) in one round trip; raise the first error.
 
+    ``pipelined``: one protocol message per statement (Citus); else one message for all.
     ``rows``: indexes (negative ones count from the end) of the statements whose first
     row is wanted; the result maps each to its row (None when it returned none).
-    Statements are never prepared server-side: DDL texts repeat across schemas but run
-    once per schema, and Citus plans each routed statement itself.
     """
     wanted = {index % len(statements) for index in rows}
+    found = _pipelined(connection, statements, wanted) if pipelined else _one_message(connection, statements, wanted)
+    return {index: found[index % len(statements)] for index in rows}
+
+
+def _one_message(connection: psycopg.Connection[Any], statements: Sequence[str], wanted: set[int]) -> dict[int, Any]:
+    # No parameters: psycopg sends the text as it is, in one simple-protocol message, and
+    # hands back one result per statement (nextset), a command's with no description.
+    cursor = connection.cursor()
+    cursor.execute(";".join(statements))
+    found: dict[int, Any] = {}
+    index = 0
+    while True:
+        if index in wanted:
+            found[index] = cursor.fetchone() if cursor.description is not None else None
+        index += 1
+        if not cursor.nextset():
+            return found
+
+
+def _pipelined(connection: psycopg.Connection[Any], statements: Sequence[str], wanted: set[int]) -> dict[int, Any]:
+    # Never prepared server-side: DDL texts repeat across schemas but run once per schema.
     cursors: dict[int, psycopg.Cursor[Any]] = {}
     with connection.pipeline():
         shared = connection.cursor()
@@ -41,8 +66,5 @@ def execute(
             if index in wanted:
                 cursor = cursors[index] = connection.cursor()
             cursor.execute(statement, prepare=False)
-    found = {
-        index: cursor.fetchone() if cursor.description is not None else None
-        for index, cursor in cursors.items()
-    }
-    return {index: found[index % len(statements)] for index in rows}
+    return {index: cursor.fetchone() if cursor.description is not None else None
+            for index, cursor in cursors.items()}

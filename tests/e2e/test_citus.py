@@ -7,7 +7,9 @@ the cluster commands refuse with a clear error.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import threading
 import time
 import uuid
@@ -400,3 +402,62 @@ def test_an_existing_public_schema_converts_with_its_ids_counting_on(on_citus, t
         finally:
             engine.dispose()
 
+
+
+def test_a_tenant_exported_from_the_cluster_imports_on_plain_postgresql_and_back(
+    on_citus, app, client, make_app, tmp_path, engine,
+):
+    """Leaving the cluster (and coming back) is export and import: ids, rows and sequences hold.
+
+    The plain server is ``TEST_PLAIN_DATABASE_URL`` (``.ci/run`` sets it to the local
+    PostgreSQL 15), else an embedded one started for the test.
+    """
+    from app import public_migrations
+    from app.testing import database_server, fresh_database
+
+    created = json.loads(app.test_cli_runner().invoke(
+        args=["tenants", "create", "roundtrip_co", "--name", "Round Trip", "--plan", "pro", "--json"]).stdout)
+    token = created["api_key"]["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    for i in range(3):
+        assert client.post("/v1/repositories", json={"github_repo_id": 500 + i, "owner": "o", "name": f"r{i}"},
+                           headers=auth).status_code == 201
+    out = tmp_path / "out.jsonl.gz"
+    assert app.test_cli_runner().invoke(args=["tenants", "export", "roundtrip_co", "--output", str(out)]).exit_code == 0
+
+    plain_server = os.environ.get("TEST_PLAIN_DATABASE_URL")
+    with (database_server() if plain_server is None else _given(plain_server)) as server, \
+            fresh_database(server) as plain_url:
+        plain = make_app(plain_url)
+        with plain.app_context():
+            public_migrations.upgrade(db.engine)
+        imported = plain.test_cli_runner().invoke(
+            args=["tenants", "import", str(out), "--slug", "roundtrip_co", "--json"])
+        assert imported.exit_code == 0, imported.stderr
+        plain_token = json.loads(imported.stdout)["api_key"]["token"]
+        plain_client = plain.test_client()
+        plain_auth = {"Authorization": f"Bearer {plain_token}"}
+        listed = plain_client.get("/v1/repositories", headers=plain_auth).json["items"]
+        assert [r["id"] for r in listed] == [1, 2, 3]
+        made = plain_client.post("/v1/repositories", json={"github_repo_id": 900, "owner": "o", "name": "new"},
+                                 headers=plain_auth)
+        assert made.status_code == 201 and made.json["id"] == 4
+        back = tmp_path / "back.jsonl.gz"
+        assert plain.test_cli_runner().invoke(
+            args=["tenants", "export", "roundtrip_co", "--output", str(back)]).exit_code == 0
+        with plain.app_context():
+            db.engine.dispose()
+
+    imported = app.test_cli_runner().invoke(args=["tenants", "import", str(back), "--slug", "returned_co", "--json"])
+    assert imported.exit_code == 0, imported.stderr
+    returned = {"Authorization": f"Bearer {json.loads(imported.stdout)['api_key']['token']}"}
+    assert [r["id"] for r in client.get("/v1/repositories", headers=returned).json["items"]] == [1, 2, 3, 4]
+    again = client.post("/v1/repositories", json={"github_repo_id": 901, "owner": "o", "name": "again"},
+                        headers=returned)
+    assert again.status_code == 201 and again.json["id"] == 5  # the sequence moved past the import, on the coordinator
+    assert node_of(engine, "returned_co") in workers(engine)
+
+
+@contextlib.contextmanager
+def _given(url: str):
+    yield url
