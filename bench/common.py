@@ -108,7 +108,12 @@ def _provision_chunk(args: tuple[str, list[str], str]) -> list[tuple[str, str]]:
     made = []
     with _worker_app.app_context():
         for slug in slugs:
-            made.append((slug, provision_tenant(db.session(), slug=slug, name=slug, plan=plan).admin_key.token))
+            try:
+                made.append((slug, provision_tenant(db.session(), slug=slug, name=slug, plan=plan).admin_key.token))
+            except Exception as exc:
+                # Tenantry's errors take several arguments and do not unpickle in the parent,
+                # which then waits forever: hand it a plain one with the message.
+                raise RuntimeError(f"provisioning {slug}: {exc}") from None
             db.session.remove()
         db.engine.dispose()  # a backend caches every schema it touched: start afresh per chunk
     return made
