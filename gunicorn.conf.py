@@ -48,11 +48,16 @@ graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 25)
 # each connection). Above the load balancer's idle timeout is wrong; below is safe.
 keepalive = _env_int("GUNICORN_KEEPALIVE", 5)
 
-# Replace a worker after this many requests (0: never), jittered so they do not all
-# restart at once: bounds slow leaks, and the per-schema catalog cache the worker's
-# PostgreSQL backends build up.
-max_requests = _env_int("GUNICORN_MAX_REQUESTS", 1000)
-max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 100)
+# No request-count recycling by default: nothing needs it. The per-schema catalog cache
+# of the PostgreSQL backends is bounded by recycling connections, not workers
+# (DB_RECYCLE_AFTER_TENANTS, DB_POOL_RECYCLE), and a worker's own memory grew 3.2 MB from
+# 10 to 10,000 tenants (docs/benchmarks.md, Memory). With 1,000 ± 100 and evenly spread
+# load, all three workers of a deployment restarted within 2 s of each other and a
+# request waited 5.9 s for one to come back. Set GUNICORN_MAX_REQUESTS to bound a leak
+# of your own; the jitter then defaults to half of it, so restarts spread over half a
+# period (random: two can still come close; keep WEB_CONCURRENCY at 2 or more).
+max_requests = _env_int("GUNICORN_MAX_REQUESTS", 0)
+max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", max_requests // 2)
 
 # The workers' heartbeat files: on a tmpfs, a slow or full disk cannot stall them.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None

@@ -27,7 +27,14 @@ def test_defaults(monkeypatch):
     assert conf["bind"] == ["0.0.0.0:8000"]
     assert (conf["workers"], conf["threads"]) == (2, 1)
     assert (conf["timeout"], conf["graceful_timeout"], conf["keepalive"]) == (30, 25, 5)
-    assert (conf["max_requests"], conf["max_requests_jitter"]) == (1000, 100)
+    assert (conf["max_requests"], conf["max_requests_jitter"]) == (0, 0)  # no request-count recycling
+
+
+def test_a_request_limit_gets_a_jitter_proportional_to_it(monkeypatch):
+    conf = load(monkeypatch, GUNICORN_MAX_REQUESTS="1000")
+    assert (conf["max_requests"], conf["max_requests_jitter"]) == (1000, 500)
+    conf = load(monkeypatch, GUNICORN_MAX_REQUESTS="1000", GUNICORN_MAX_REQUESTS_JITTER="10")
+    assert conf["max_requests_jitter"] == 10
     assert conf["worker_tmp_dir"] == ("/dev/shm" if Path("/dev/shm").is_dir() else None)
     assert conf["accesslog"] is None and conf["errorlog"] == "-"
     assert conf["forwarded_allow_ips"] == "127.0.0.1,::1"
