@@ -105,10 +105,12 @@ def _configure_api(app: Flask) -> None:
     from .api.admin import audit as admin_audit
     from .api.admin import cluster as admin_cluster
     from .api.admin import migrations, plans, tenants
+    from .api.inputs import AsciiIntegerConverter
     from .api.openapi import ProblemJsonPlugin
     from .api.tenant import account, api_keys, audit, repositories
     from .schemas.common import ProblemSchema
 
+    app.url_map.converters["int"] = AsciiIntegerConverter  # before any route is registered
     app.config.update(
         API_TITLE="Tenantry",
         API_VERSION="v1",

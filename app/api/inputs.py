@@ -11,6 +11,8 @@
   cannot store NUL, and psycopg cannot encode a lone surrogate: sent on, either one
   fails its statement with a 500. Here it is a 422 naming the field (a path is 404:
   no row has such a name).
+- Integers in a path are ASCII digits (:class:`AsciiIntegerConverter`, installed as
+  ``int`` by the app factory; query integers: ``app.schemas.common.AsciiInteger``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from flask import request
 from werkzeug.exceptions import BadRequest, NotFound, UnprocessableEntity, UnsupportedMediaType
+from werkzeug.routing import IntegerConverter
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 UNSTORABLE_MESSAGE = "Must not contain NUL characters (U+0000) or unpaired surrogates."
@@ -99,3 +102,14 @@ def _holds_unstorable(value: Any) -> bool:
         elif isinstance(item, list):
             stack.extend(item)
     return False
+
+
+class AsciiIntegerConverter(IntegerConverter):
+    """``<int:…>`` in a route, ASCII digits only.
+
+    werkzeug's converter matches ``\\d+``, which in Python's ``re`` is any Unicode
+    decimal digit, and ``int()`` reads them: ``/v1/repositories/%EF%BC%91`` (a
+    full-width 1) and ``/%D9%A1`` (Arabic-Indic 1) served repository 1. Here they are 404.
+    """
+
+    regex = r"[0-9]+"

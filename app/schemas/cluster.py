@@ -6,6 +6,8 @@ from marshmallow import Schema, fields, validate
 
 from app.tenancy.placement import MODES
 
+from .common import FullMatch
+
 
 class NodeSchema(Schema):
     node_id = fields.Integer()
@@ -29,7 +31,7 @@ class ClusterSchema(Schema):
 
 
 class MoveSchema(Schema):
-    node = fields.String(required=True, validate=validate.Regexp(r"^[^:\s]+:[0-9]{1,5}$"),
+    node = fields.String(required=True, validate=FullMatch(r"^[^:\s]+:[0-9]{1,5}$"),
                          metadata={"example": "10.0.0.6:5432", "description": "The worker, HOST:PORT."})
     mode = fields.String(load_default="auto", validate=validate.OneOf(MODES))
 

@@ -1,4 +1,8 @@
-"""Shapes shared by every endpoint: the problem document and pagination."""
+"""Shapes shared by every endpoint: the problem document, pagination, strict inputs."""
+
+import re
+import unicodedata
+from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
@@ -17,6 +21,43 @@ class FullMatch(validate.Regexp):
         return value
 
 
+class AsciiInteger(fields.Integer):
+    """An integer written in ASCII digits only.
+
+    Python's ``int()`` reads any Unicode decimal digit ("５" full-width, "١" Arabic-Indic),
+    so ``limit=５`` was taken as 5. Digits are ASCII here, as everywhere in the API.
+    """
+
+    _ASCII = re.compile(r"[+-]?[0-9]+")
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, str) and self._ASCII.fullmatch(value) is None:
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+def has_visible_character(value: str) -> bool:
+    """Something a person can see: a character that is neither a separator (Z*: spaces)
+    nor a control or format character (C*: U+200B zero-width space, soft hyphen …).
+    ``str.strip`` keeps U+200B, so a name made of it was not blank to it."""
+    return any(unicodedata.category(character)[0] not in "ZC" for character in value)
+
+
+class Visible(validate.Validator):
+    """Refuses a string with no visible character (:func:`has_visible_character`)."""
+
+    error = "Must not be blank."
+
+    def __call__(self, value: str) -> str:
+        if not has_visible_character(value):
+            raise ValidationError(self.error)
+        return value
+
+
+#: A display name must show something: blanks and invisible characters alone are refused.
+NOT_BLANK = Visible()
+
+
 class ProblemSchema(Schema):
     """Should match the body built by ``app.api.errors.problem``."""
 
@@ -30,7 +71,7 @@ class ProblemSchema(Schema):
 
 
 class PageQuerySchema(Schema):
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    limit = AsciiInteger(load_default=50, validate=validate.Range(min=1, max=200))
     cursor = fields.String(load_default=None, metadata={"description": "next_cursor of the previous page."})
 
 

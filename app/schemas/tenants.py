@@ -2,10 +2,7 @@
 
 from marshmallow import Schema, fields, validate
 
-from .common import PageQuerySchema, PageSchema
-
-#: A display name must show something: blanks alone are refused (on create and on change alike).
-NOT_BLANK = validate.Predicate("strip", error="Must not be blank.")
+from .common import NOT_BLANK, FullMatch, PageQuerySchema, PageSchema
 
 
 class TenantCreateSchema(Schema):
@@ -13,7 +10,7 @@ class TenantCreateSchema(Schema):
     slug = fields.String(required=True, metadata={"example": "acme", "pattern": "^[a-z][a-z0-9_]{1,39}$"})
     name = fields.String(required=True, validate=[validate.Length(min=1, max=200), NOT_BLANK])
     plan = fields.String(load_default="free", validate=validate.Length(min=1, max=40))
-    node = fields.String(validate=validate.Regexp(r"^[^:\s]+:[0-9]{1,5}$"), metadata={
+    node = fields.String(validate=FullMatch(r"^[^:\s]+:[0-9]{1,5}$"), metadata={
         "example": "10.0.0.6:5432",
         "description": "On Citus: the worker (HOST:PORT) to place the tenant on. The tenant is provisioned "
                        "(one transaction), then its empty schema moved there; 409 before anything is created "

@@ -359,3 +359,31 @@ def test_unicode_postgresql_can_store_round_trips_exactly(client, make_tenant):
         response = client.post("/v1/repositories", json={"github_repo_id": 1, "owner": owner, "name": "x"},
                                headers=tenant.auth)
         assert response.status_code == 422 and "owner" in response.json["errors"]
+
+
+@pytest.mark.parametrize("name", ["\u200b", "\u200b\u200b \u00a0", "\u2028\ufeff", "\u00ad\t"],
+                         ids=["zero-width", "zero-width-and-spaces", "separators-and-bom", "soft-hyphen-tab"])
+def test_a_name_with_nothing_visible_is_blank(admin_client, make_tenant, name):
+    created = admin_client.post("/v1/admin/tenants", json={"slug": "invisible_co", "name": name})
+    assert created.status_code == 422 and created.json["errors"]["name"] == ["Must not be blank."]
+    assert admin_client.get("/v1/admin/tenants/invisible_co").status_code == 404
+    tenant = make_tenant()
+    renamed = admin_client.patch(f"/v1/admin/tenants/{tenant.slug}", json={"name": name})
+    assert renamed.status_code == 422
+    visible = admin_client.patch(f"/v1/admin/tenants/{tenant.slug}", json={"name": "\u200bA\u200b"})
+    assert visible.status_code == 200 and visible.json["name"] == "\u200bA\u200b"
+
+
+@pytest.mark.parametrize("digit", ["%EF%BC%91", "%D9%A1", "%E0%A5%A7"],
+                         ids=["full-width", "arabic-indic", "devanagari"])
+def test_ids_and_page_sizes_are_ascii_digits_only(client, tenant, digit):
+    auth = tenant.auth
+    made = client.post("/v1/repositories", json={"github_repo_id": 7, "owner": "o", "name": "one"}, headers=auth)
+    assert made.status_code == 201 and made.json["id"] == 1
+    assert client.get("/v1/repositories/1", headers=auth).status_code == 200
+    foreign = client.get(f"/v1/repositories/{digit}", headers=auth)
+    assert foreign.status_code == 404 and foreign.headers["Content-Type"] == "application/problem+json"
+    assert client.delete(f"/v1/api-keys/{digit}", headers=auth).status_code == 404
+    assert client.get("/v1/repositories?limit=1", headers=auth).status_code == 200
+    page = client.get(f"/v1/repositories?limit={digit}", headers=auth)
+    assert page.status_code == 422 and "limit" in page.json["errors"]
