@@ -489,9 +489,17 @@ class _Run:
 
     def _abort_stale_runs(self) -> None:
         # We hold the lock, so a run still marked running lost its connection: it died.
+        # Its counts were flushed every 2 s at best: take them from its outcome rows, which
+        # committed with each schema (migrated, current) or after it (failed).
         self.connection.exec_driver_sql(
-            "UPDATE public.migration_runs SET status = 'aborted', finished_at = now()"
-            " WHERE status = 'running'"
+            "UPDATE public.migration_runs r SET status = 'aborted', finished_at = now(),"
+            " migrated = (SELECT count(*) FROM public.migration_outcomes o"
+            "             WHERE o.run_id = r.id AND o.status = 'migrated'),"
+            " failed = (SELECT count(*) FROM public.migration_outcomes o"
+            "           WHERE o.run_id = r.id AND o.status = 'failed'),"
+            " current = greatest(r.current, (SELECT count(*) FROM public.migration_outcomes o"
+            "                                WHERE o.run_id = r.id AND o.status = 'current'))"
+            " WHERE r.status = 'running'"
         )
 
     def _insert_run(self, the_plan: Plan) -> int:
