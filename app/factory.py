@@ -163,14 +163,22 @@ def _configure_requests(app: Flask) -> None:
 
     @app.after_request
     def commit_unit_of_work(response):  # type: ignore[no-untyped-def]
-        """The request's one transaction: committed when it succeeded, else rolled back."""
-        if response.status_code >= 400:
-            db.session.rollback()
-            return response
+        """The request's one transaction: committed when it succeeded, else rolled back.
+
+        Either can fail when the connection died after the view (a terminated backend, a
+        failover): the error becomes the response (a lost connection is 503 problem+json),
+        and the session lets go of the dead connection without touching it again.
+        """
         try:
-            db.session.commit()
+            if response.status_code >= 400:
+                db.session.rollback()
+            else:
+                db.session.commit()
         except SQLAlchemyError as exc:
-            db.session.rollback()
+            try:
+                db.session.rollback()
+            except SQLAlchemyError:
+                db.session.invalidate()
             return handle_exception(exc)
         return response
 

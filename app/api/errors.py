@@ -30,6 +30,7 @@ from app.tenancy.errors import (
     MoveFailed,
     PlacementRefused,
     ProvisioningFailed,
+    ProvisioningInterrupted,
     TenantAlreadyExists,
     TenantBusy,
     TenantContextError,
@@ -80,6 +81,10 @@ ERRORS: dict[type[BaseException], ProblemType] = {
     LastAdminKey: ProblemType(409, "last-admin-key", "Last active admin key"),
     ProvisioningFailed: ProblemType(
         500, "provisioning-failed", "Provisioning failed; nothing was created", public_detail=False
+    ),
+    ProvisioningInterrupted: ProblemType(
+        503, "database-unavailable", "Database connection lost; nothing was created, try again",
+        public_detail=False,
     ),
     PlacementRefused: ProblemType(409, "placement-refused", "Placement refused"),
     MoveFailed: ProblemType(503, "move-failed", "Move failed; the tenant stays where it was"),

@@ -15,8 +15,10 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg import sql
 from sqlalchemy import Select, bindparam, insert, literal, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.models.public import ApiKey, Plan, PlatformAuditEvent, Tenant
@@ -25,7 +27,7 @@ from . import audit, locks, roles
 from .api_keys import TOKEN_PREFIX, IssuedApiKey, hash_secret, new_prefix_and_secret
 from .binding import adopt, binding_sql, binding_statement, confirm_binding, opening_statement_binds
 from .context import current_tenant
-from .errors import ProvisioningFailed, TenancyError, TenantAlreadyExists, UnknownPlan
+from .errors import ProvisioningFailed, ProvisioningInterrupted, TenancyError, TenantAlreadyExists, UnknownPlan
 from .migrations import build_new_schema, head_revision
 from .naming import quote_ident, quote_role, schema_name_for, validate_slug
 
@@ -95,6 +97,8 @@ def provision_tenant(
         raise
     except Exception as exc:  # a failed migration, a lost connection: already rolled back
         _log_failure(slug, started, exc)
+        if _connection_lost(exc):
+            raise ProvisioningInterrupted(slug, exc) from exc
         raise ProvisioningFailed(slug, exc) from exc
     log.info(
         "tenant.provisioned: %s", slug,
@@ -102,6 +106,14 @@ def provision_tenant(
                "schema_revision": provisioned.tenant.schema_revision, "duration_ms": _ms_since(started)},
     )
     return provisioned
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """The database went away under the transaction (terminated backend, restart, network),
+    as SQLAlchemy recognises it or as psycopg reports it: not a bug of ours."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc.orig, psycopg.OperationalError)
+    return isinstance(exc, psycopg.OperationalError)
 
 
 def _ms_since(started: float) -> float:
