@@ -140,7 +140,7 @@ def tenants_create(slug: str, name: str, plan: str, node: str | None, as_json: b
         "api_key": {"id": key.id, "prefix": key.prefix, "role": key.role, "token": key.token},
     }
     if placed is not None:
-        data["node"] = placed.target if placed.status == "moved" else placed.source
+        data["node"] = placed.node
         data["placement_error"] = placed.error
     if as_json:
         click.echo(json.dumps(data))

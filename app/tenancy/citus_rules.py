@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Connection
 
+from . import cluster
 from .naming import SCHEMA_PREFIX
 
 _TABLES_WITHOUT_IDENTITY = """
@@ -74,9 +75,7 @@ class CitusFindings:
 
 def reference_tables(connection: Connection) -> set[int]:
     """The oids of Citus reference tables in this database (none without Citus)."""
-    has_citus = connection.exec_driver_sql(
-        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')").scalar()
-    if not has_citus:
+    if cluster.detect(connection) is None:
         return set()
     return set(connection.exec_driver_sql(_REFERENCE_TABLES).scalars())
 

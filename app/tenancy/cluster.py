@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .naming import SCHEMA_PREFIX
@@ -44,7 +44,11 @@ _detected: weakref.WeakKeyDictionary[Engine, Citus | None] = weakref.WeakKeyDict
 
 def detect(connection: Connection) -> Citus | None:
     """Citus in this database, or None on plain PostgreSQL."""
-    version, sharding = connection.exec_driver_sql(_FACTS).one()
+    return _citus(*connection.exec_driver_sql(_FACTS).one())
+
+
+def _citus(version: str | None, sharding: str | None) -> Citus | None:
+    """What a row of :data:`_FACTS` says."""
     return None if version is None else Citus(version, sharding == "on")
 
 
@@ -78,11 +82,11 @@ def detect_on_first_connect(engine: Engine) -> None:
             cursor = dbapi_connection.cursor()
             try:
                 cursor.execute(_FACTS)
-                version, sharding = cursor.fetchone()
+                found = _citus(*cursor.fetchone())
             finally:
                 cursor.close()
                 dbapi_connection.rollback()
-            _remember(engine, None if version is None else Citus(version, sharding == "on"))
+            _remember(engine, found)
         except Exception as exc:  # asked again (citus_of) by whoever needs the answer
             log.warning("Citus detection failed: %s", exc)
 
@@ -164,6 +168,12 @@ def placement_of(connection: Connection, schema_name: str) -> Placement | None:
     return placements(connection, [schema_name]).get(schema_name)
 
 
+def address_of(connection: Connection, schema_name: str) -> str | None:
+    """``HOST:PORT`` of the worker holding the schema; None while it is not distributed."""
+    placed = placement_of(connection, schema_name)
+    return placed.address if placed else None
+
+
 def schema_bytes(connection: Connection) -> dict[str, int]:
     """Bytes of each distributed tenant schema (all its shards, indexes included), asked of the workers."""
     rows = connection.exec_driver_sql(
@@ -208,7 +218,7 @@ def status(connection: Connection, *, with_bytes: bool = True) -> ClusterStatus:
         counts[placement.node_id] = counts.get(placement.node_id, 0) + 1
         volume[placement.node_id] = volume.get(placement.node_id, 0) + sizes.get(name, 0)
     distributed = _distributed_schemas(connection)
-    listed = [Node(**{**n.__dict__, "tenants": counts.get(n.node_id, 0), "bytes": volume.get(n.node_id, 0)})
+    listed = [replace(n, tenants=counts.get(n.node_id, 0), bytes=volume.get(n.node_id, 0))
               for n in nodes(connection)]
     return ClusterStatus(
         citus_version=found.version, schema_sharding=found.schema_sharding, nodes=listed,

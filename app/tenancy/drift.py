@@ -26,7 +26,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
-from . import citus_rules, migrations
+from . import citus_rules, cluster, migrations
 from .naming import quote_ident
 
 #: (kind, name) -> definition, e.g. ("column", "repositories.owner") -> "character varying(100) NOT NULL"
@@ -140,8 +140,7 @@ def _head_findings(engine: Engine, location: str | None) -> citus_rules.CitusFin
     scratch = f"t_check_{uuid.uuid4().hex[:12]}"
     with engine.connect() as connection, connection.begin() as transaction:
         references = citus_rules.reference_tables(connection)
-        if references or connection.exec_driver_sql(
-                "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')").scalar():
+        if cluster.detect(connection) is not None:
             connection.exec_driver_sql("SET LOCAL citus.enable_schema_based_sharding = off")
         connection.exec_driver_sql(f"CREATE SCHEMA {quote_ident(scratch)}")
         migrations.migrate_schema(connection, scratch, migrations.head_revision(location), location=location)
@@ -158,12 +157,9 @@ def _check(
         if wanted:
             sql += " WHERE slug = ANY(%(slugs)s)"
         tenants = connection.exec_driver_sql(sql + " ORDER BY slug", {"slugs": wanted}).all()
+        citus_references = citus_rules.reference_tables(connection) if citus else set()
     references: dict[str | None, Catalog] = {}
     drifted: list[SchemaDrift] = []
-    citus_references: set[int] = set()
-    if citus:
-        with engine.connect() as connection:
-            citus_references = citus_rules.reference_tables(connection)
     for start in range(0, len(tenants), recycle_after):
         # A fresh backend every ``recycle_after`` schemas: each one caches every catalog it reads.
         with engine.connect() as connection:

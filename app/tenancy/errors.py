@@ -87,9 +87,9 @@ class ProvisioningFailed(TenancyError):
         self.cause = cause
 
 
-
 class ProvisioningInterrupted(ProvisioningFailed):
     """Provisioning lost its database connection: nothing was created, and trying again may work."""
+
 
 class UnknownRevision(TenancyError):
     """The tenant migration stream has no such revision."""

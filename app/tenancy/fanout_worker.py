@@ -6,9 +6,10 @@ with its own connection.
 Per schema, one transaction: ``lock_timeout``, ``statement_timeout`` and the advisory
 lock on the tenant, a check that the schema is at the revision the plan expects, the
 path's SQL, ``tenants.schema_revision`` and the ledger's outcome row, COMMIT: one
-round trip (:mod:`app.tenancy.pipeline`). When the check fails (the schema is not where ``public.tenants`` says, or
-the tenant is gone), that transaction rolls back and a second one reads the revision
-actually in the schema first (two round trips) or hands the schema to Alembic.
+round trip (:mod:`app.tenancy.pipeline`). When the check fails (the schema is not
+where ``public.tenants`` says, or the tenant is gone), that transaction rolls back and
+a second one reads the revision actually in the schema first (two round trips) or
+hands the schema to Alembic.
 
 The hot path needs psycopg alone: the coordinator renders each path's SQL once (tenant
 migrations name their tables unqualified, so the text fits every schema) and hands it

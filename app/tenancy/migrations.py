@@ -255,8 +255,8 @@ def build_new_schema(
     (target, location) (:func:`rendered_path`) and sent with ``create`` (the caller's
     ``CREATE SCHEMA`` …), the search_path and ``then`` (the caller's next statement, a
     SELECT) in one round trip (:mod:`app.tenancy.pipeline`: one message, or pipelined on
-    Citus), instead of Alembic's
-    Python machinery per tenant (which measured about three times the DDL's own time).
+    Citus), instead of Alembic's Python machinery per tenant (which measured about
+    three times the DDL's own time).
     The result is the catalog the migrations produce: tests compare it with a schema
     migrated online and ``flask tenants check`` would report any difference. A stream
     the text cannot carry (see :func:`rendered_path`) runs online as before.
@@ -275,11 +275,9 @@ def build_new_schema(
             return target, None
         return target, pipeline.execute(driver, [then], rows=[0])[0]  # type: ignore[arg-type]
     path = sql.Literal(quote_ident(schema_name)).as_string(None)
-    statements = [*create, f"SELECT set_config('search_path', {path}, true)", *rendered]
-    if not then:
-        pipeline.execute(driver, statements, pipelined=pipelined)  # type: ignore[arg-type]
-        return target, None
-    return target, pipeline.execute(driver, [*statements, then], rows=[-1], pipelined=pipelined)[-1]  # type: ignore[arg-type]
+    statements = [*create, f"SELECT set_config('search_path', {path}, true)", *rendered, *([then] if then else [])]
+    found = pipeline.execute(driver, statements, rows=[-1] if then else [], pipelined=pipelined)  # type: ignore[arg-type]
+    return target, found.get(-1)
 
 
 def _trust(context: Any, connection: Connection, known: SchemaState) -> None:

@@ -59,6 +59,11 @@ class MoveResult:
     seconds: float
     error: str | None = None
 
+    @property
+    def node(self) -> str:
+        """Where the tenant is after the attempt: the target if it moved, else where it was."""
+        return self.target if self.status == "moved" else self.source
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -420,13 +425,9 @@ def adopt(
                 tenant_id = session.scalar(select(Tenant.id).where(Tenant.slug == slug))
                 audit.record_platform(session, "tenant.distributed", "tenant", slug, tenant_id=tenant_id,
                                       tenant_slug=slug, before={"node": "coordinator"},
-                                      after={"node": _address(connection, slug)})
+                                      after={"node": cluster.address_of(connection, schema_name_for(slug))})
             report.adopted.append(slug)
             if done:
                 done(slug, None)
     return report
 
-
-def _address(connection: Connection, slug: str) -> str | None:
-    placement = cluster.placement_of(connection, schema_name_for(slug))
-    return placement.address if placement else None

@@ -64,11 +64,10 @@ class Tenants(MethodView):
         if node is not None:
             db.session.remove()  # the move runs on connections of its own
             placed = placement.place_new_tenant(db.engine, provisioned.tenant.slug, node)
-            created["node"] = placed.target if placed.status == "moved" else placed.source
+            created["node"] = placed.node
             created["placement_error"] = placed.error
         elif cluster.citus_of(db.engine) is not None:
-            found = cluster.placement_of(db.session().connection(), provisioned.tenant.schema_name)
-            created["node"] = found.address if found else None
+            created["node"] = cluster.address_of(db.session().connection(), provisioned.tenant.schema_name)
         return created
 
 
@@ -81,8 +80,7 @@ class TenantBySlug(MethodView):
         tenant = directory.get_tenant(session, slug)
         node = None
         if cluster.citus_of(db.engine) is not None:
-            placed = cluster.placement_of(session.connection(), tenant.schema_name)
-            node = placed.address if placed else None
+            node = cluster.address_of(session.connection(), tenant.schema_name)
         return {"node": node, **{name: getattr(tenant, name) for name in TenantSchema().fields if name != "plan"},
                 "plan_name": tenant.plan_name}
 
