@@ -77,6 +77,13 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 control_socket_disable = True
 
 
+def post_worker_init(worker):  # noqa: ANN001, ANN201, ARG001 - gunicorn's hook signature
+    """Requests gunicorn refuses itself (malformed, too long) are answered as problem+json."""
+    from app.http_server import answer_with_problems
+
+    answer_with_problems()
+
+
 def child_exit(server, worker):  # noqa: ANN001, ANN201 - gunicorn's hook signature
     """Multiprocess metrics (PROMETHEUS_MULTIPROC_DIR): drop a dead worker's live gauges."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

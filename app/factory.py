@@ -64,6 +64,10 @@ def create_app(config: Mapping[str, Any] | None = None, *, http: bool = True) ->
     app.cli.add_command(tenants_cli)
     app.cli.add_command(cluster_cli)
 
+    if http and not embedded:
+        from .api import ratelimit
+
+        ratelimit.warn_if_counted_per_process(app)
     if embedded:
         _prepare_development(app, instance)
         logs.configure(app.config)  # the generated admin token is scrubbed from log lines too
@@ -140,7 +144,7 @@ def _configure_api(app: Flask) -> None:
 def _configure_requests(app: Flask) -> None:
     from .api.auth import release_tenant, request_id
     from .api.errors import handle_exception
-    from .api.inputs import check_request
+    from .api.inputs import ChunkedBodies, check_request
     from .api.observe import finish, start
 
     # First in, last out: the measured time covers everything, and the status is the one sent.
@@ -149,6 +153,8 @@ def _configure_requests(app: Flask) -> None:
     # A body that is not JSON (415) or does not parse (400); NUL characters and unpaired
     # surrogates, which PostgreSQL text cannot hold, anywhere in the input (422).
     app.before_request(check_request)
+    # A chunked body is measured like any other: read up to the limit, then given a length.
+    app.wsgi_app = ChunkedBodies(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])  # type: ignore[method-assign]
 
     @app.before_request
     def name_the_request() -> None:

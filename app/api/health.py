@@ -16,6 +16,7 @@ from marshmallow import Schema, fields
 from werkzeug.exceptions import ServiceUnavailable
 
 from app import public_migrations
+from app.api import ratelimit
 from app.extensions import db
 from app.tenancy import cluster, directory
 from app.tenancy.migrations import head_revision
@@ -34,6 +35,14 @@ class ReadyClusterSchema(Schema):
     nodes = fields.List(fields.Nested(ReadyNodeSchema))
 
 
+class ReadyRateLimitsSchema(Schema):
+    storage = fields.String(metadata={"description": "RATELIMIT_STORAGE_URI's scheme: memory or redis."})
+    shared = fields.Boolean(metadata={
+        "description": "Whether every worker process counts in the same place (false with memory://, "
+                       "or while Redis fails and this process counts in memory)."})
+    detail = fields.String(metadata={"description": "Present when shared is false: what that allows."})
+
+
 class HealthSchema(Schema):
     status = fields.String()
     public_revision = fields.String(allow_none=True)
@@ -42,6 +51,8 @@ class HealthSchema(Schema):
     tenant_schemas_behind = fields.Integer(
         metadata={"description": "Tenants whose recorded schema revision is not tenant_head (flask tenants migrate)."}
     )
+    rate_limits = fields.Nested(ReadyRateLimitsSchema, metadata={
+        "description": "Where tenants' rate-limit counts are kept. Never a reason for 503."})
     cluster = fields.Nested(ReadyClusterSchema, metadata={
         "description": "On Citus only: the version and the cluster's nodes (pg_dist_node, no query to the workers)."})
 
@@ -75,6 +86,7 @@ class Ready(MethodView):
         ready = {
             "status": "ready", "public_revision": current, "public_head": head,
             "tenant_head": tenant_head, "tenant_schemas_behind": directory.count_behind(db.session(), tenant_head),
+            "rate_limits": ratelimit.report(current_app),
         }
         citus = cluster.citus_of(db.engine)
         if citus is not None:

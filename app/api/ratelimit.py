@@ -16,6 +16,12 @@ them in the process, so each worker process allows the full budget on its own;
 ``redis://`` shares them between every process and host. If Redis stops answering,
 the limits are counted in memory, per process, until it answers again (tried again
 after 1 s, then 2, 4 … at most 60 s), rather than failing every tenant request.
+
+With ``memory://`` a tenant can make up to (worker processes x its rate) requests a
+minute, and more when a worker restarts (its counts restart at zero): fine for one
+process in development, not for production. /readyz says which storage counts
+(:meth:`TenantRateLimiter.report`), and a production app (a ``DATABASE_URL``) on
+``memory://`` logs a warning when it starts.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import logging
 import math
 import threading
 import time
+from typing import Any
 
 from flask import Flask, current_app, g
 from limits import RateLimitItemPerMinute
@@ -48,6 +55,7 @@ class TenantRateLimiter:
         if strategy not in STRATEGIES:
             raise ValueError(f"RATELIMIT_STRATEGY must be one of {', '.join(sorted(STRATEGIES))}, not {strategy!r}")
         self.prefix = prefix
+        self.scheme = storage_uri.partition(":")[0]
         self.storage: Storage = storage_from_string(storage_uri)
         self._strategy = STRATEGIES[strategy]
         self._shared: RateLimiter = self._strategy(self.storage)
@@ -74,6 +82,19 @@ class TenantRateLimiter:
             return self.hit(tenant_id, per_minute)
         self._answered(limiter)
         return reset_at - time.time()
+
+    def report(self) -> dict[str, Any]:
+        """Where the counts are kept, for /readyz (the scheme only: a URL may hold a password)."""
+        shared = not isinstance(self.storage, MemoryStorage)
+        report: dict[str, Any] = {"storage": self.scheme, "shared": shared}
+        if not shared:
+            report["detail"] = ("Counted in each worker process's memory: a tenant can make up to "
+                                "(worker processes x its plan's rate) requests a minute, and its counts "
+                                "restart when a worker does. Production needs Redis: RATELIMIT_STORAGE_URI=redis://...")
+        elif self._fallback is not None and time.monotonic() < self._retry_at:
+            report["detail"] = "The storage failed: counting in this process's memory until it answers again."
+            report["shared"] = False
+        return report
 
     def _limiter(self) -> RateLimiter:
         if self._fallback is None or time.monotonic() >= self._retry_at:
@@ -113,6 +134,21 @@ def init_app(app: Flask) -> None:
         prefix=app.config["RATELIMIT_KEY_PREFIX"],
         fall_back_to_memory=app.config["RATELIMIT_IN_MEMORY_FALLBACK_ENABLED"],
     )
+
+
+def warn_if_counted_per_process(app: Flask) -> None:
+    """Say once, at start, that a production app counts its limits per worker process."""
+    if app.extensions[EXTENSION].scheme == "memory" and not app.testing:
+        log.warning(
+            "rate limits are counted per worker process (RATELIMIT_STORAGE_URI=memory://): a tenant can make "
+            "up to (workers x its rate) requests a minute, more when workers restart; use Redis in production",
+            extra={"event": "ratelimit.per_process"},
+        )
+
+
+def report(app: Flask) -> dict[str, Any]:
+    """/readyz's view of rate limiting: see :meth:`TenantRateLimiter.report`."""
+    return app.extensions[EXTENSION].report()
 
 
 def check_tenant_rate() -> None:

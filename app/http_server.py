@@ -1,0 +1,52 @@
+"""What gunicorn answers by itself: requests it refuses before the app sees them.
+
+gunicorn's parser refuses a malformed request line or header, a request line over
+``limit_request_line`` and headers over ``limit_request_fields`` /
+``limit_request_field_size`` (400, 414, 431), and answers with a page of HTML. Our clients
+read application/problem+json for every error, so :func:`answer_with_problems` (called
+in each worker by gunicorn.conf.py's ``post_worker_init``) replaces the function gunicorn
+writes that page with. The detail is fixed per status: gunicorn's message quotes the
+offending input, which is the attacker's text, and is logged by gunicorn instead.
+
+In the shipped stack nginx sees each request first and answers the same way
+(deploy/nginx.conf); this covers gunicorn exposed directly (development, or a platform
+whose own proxy passes such requests on).
+"""
+
+from __future__ import annotations
+
+import json
+
+import gunicorn.util
+
+PROBLEM_BASE = "https://tenantry.dev/problems/"
+
+#: Status -> (problem type, title, detail) for what gunicorn answers by itself.
+_PROBLEMS: dict[int, tuple[str, str, str]] = {
+    400: ("bad-request", "Bad request", "The request is not valid HTTP: a malformed request line, header or chunk."),
+    403: ("forbidden", "Forbidden", "The request was refused by the server."),
+    414: ("uri-too-long", "URI too long", "The request line is longer than the server accepts."),
+    417: ("expectation-failed", "Expectation failed", "The server cannot meet the Expect header."),
+    431: ("request-header-fields-too-large", "Request header fields too large",
+          "A header is longer, or the headers more numerous, than the server accepts."),
+    501: ("not-implemented", "Not implemented", "The request's transfer coding is not supported."),
+}
+_INTERNAL = ("internal-error", "Internal server error", "Internal server error")
+
+
+def problem_response(status: int, reason: str) -> bytes:
+    """The whole HTTP response gunicorn sends for ``status``, as problem+json."""
+    slug, title, detail = _PROBLEMS.get(status, _INTERNAL)
+    body = json.dumps({"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail}).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/problem+json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode("latin-1") + body
+
+
+def _write_problem(sock, status_int: int, reason: str, mesg: str) -> None:  # noqa: ANN001, ARG001 - gunicorn's signature
+    gunicorn.util.write_nonblock(sock, problem_response(status_int, reason))
+
+
+def answer_with_problems() -> None:
+    """Make this process's gunicorn answer its own errors as problem+json."""
+    gunicorn.util.write_error = _write_problem
