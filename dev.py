@@ -56,9 +56,19 @@ def main(argv: list[str]) -> int:
         return 2
     ensure_environment()
     command, rest = argv[0], argv[1:]
-    env = dict(os.environ, FLASK_APP="wsgi")
+    # The app is found by its path, and its development state (embedded PostgreSQL, admin
+    # token) stays in the repository's instance/, from whatever directory this is run:
+    # the command keeps the caller's working directory, so a relative path given to it
+    # (flask tenants export --output, import FILE) means what the caller meant.
+    env = dict(os.environ, FLASK_APP=str(ROOT / "wsgi.py"))
+    env.setdefault("INSTANCE_PATH", str(ROOT / "instance"))
     if command == "test":
-        args = [str(BIN / "python"), "-m", "pytest", *rest]
+        # pytest finds its configuration and the test tree from the repository; paths
+        # given to it are taken from the caller's directory as usual.
+        args = [str(BIN / "python"), "-m", "pytest", "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"),
+                *rest]
+        if not any(Path(a.split("::")[0]).exists() for a in rest if not a.startswith("-")):
+            args.append(str(ROOT / "tests"))  # no test path given: the whole suite
     elif command == "serve":
         host = os.environ.get("HOST", "127.0.0.1")
         port = os.environ.get("PORT", "5000")
@@ -67,7 +77,6 @@ def main(argv: list[str]) -> int:
         args = [str(BIN / "flask"), *rest]
     # Replace this process, so signals (Ctrl-C, a supervisor's SIGTERM) reach the server
     # itself and it can stop the embedded PostgreSQL on its way out.
-    os.chdir(ROOT)
     os.execve(args[0], args, env)
 
 

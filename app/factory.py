@@ -64,10 +64,6 @@ def create_app(config: Mapping[str, Any] | None = None, *, http: bool = True) ->
     app.cli.add_command(tenants_cli)
     app.cli.add_command(cluster_cli)
 
-    if http and not embedded:
-        from .api import ratelimit
-
-        ratelimit.warn_if_counted_per_process(app)
     if embedded:
         _prepare_development(app, instance)
         logs.configure(app.config)  # the generated admin token is scrubbed from log lines too

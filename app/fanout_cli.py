@@ -213,6 +213,9 @@ def _preview(options: FanoutOptions, *, as_sql: bool, as_json: bool) -> None:
                 click.echo(f"-- tenant {tenant.slug} ({schema_name_for(tenant.slug)}): {current or 'base'} -> "
                            f"{the_plan.target or 'base'}")
                 click.echo(sql)
+            if not the_plan.pending:  # stdout stays pure SQL (empty); the reason goes to stderr
+                click.echo(f"-- nothing to migrate: {len(the_plan.current)} tenant(s) already at "
+                           f"{the_plan.target or 'base'}", err=True)
             return
     steps = {
         t.slug: migrations.plan_steps(t.revision, the_plan.target, options.location) for t in the_plan.pending

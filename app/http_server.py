@@ -8,6 +8,10 @@ in each worker by gunicorn.conf.py's ``post_worker_init``) replaces the function
 writes that page with. The detail is fixed per status: gunicorn's message quotes the
 offending input, which is the attacker's text, and is logged by gunicorn instead.
 
+At start (``when_ready``), the master says once what would otherwise be found out the
+hard way: that the database is not migrated (:func:`warn_if_public_schema_behind`), or
+that several workers count rate limits apart (:func:`warn_if_rate_limits_per_process`).
+
 In the shipped stack nginx sees each request first and answers the same way
 (deploy/nginx.conf); this covers gunicorn exposed directly (development, or a platform
 whose own proxy passes such requests on).
@@ -16,6 +20,8 @@ whose own proxy passes such requests on).
 from __future__ import annotations
 
 import json
+import os
+from typing import Any
 
 import gunicorn.util
 
@@ -50,3 +56,43 @@ def _write_problem(sock, status_int: int, reason: str, mesg: str) -> None:  # no
 def answer_with_problems() -> None:
     """Make this process's gunicorn answer its own errors as problem+json."""
     gunicorn.util.write_error = _write_problem
+
+
+def warn_if_public_schema_behind(log: Any) -> None:  # noqa: ANN401 - gunicorn's logger
+    """One warning at start when ``DATABASE_URL``'s public schema is not at head.
+
+    On a connection of its own, closed at once: the master holds none (see
+    gunicorn.conf.py on preload_app). /readyz answers 503 meanwhile and requests 503
+    ``database-not-migrated``; this line says why in the server's own log.
+    """
+    url = os.environ.get("DATABASE_URL", "").strip()
+    if not url:
+        return
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    from app import public_migrations
+    from app.config import sqlalchemy_url
+
+    engine = create_engine(sqlalchemy_url(url), poolclass=NullPool, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as conn:
+            current = public_migrations.current_revision(conn)
+    except Exception as exc:  # noqa: BLE001 - a start-up check never stops the server
+        log.warning("could not read the public schema's revision at start: %s", type(exc).__name__)
+        return
+    finally:
+        engine.dispose()
+    head = public_migrations.head_revision()
+    if current != head:
+        log.warning("the database's public schema is at %s, not %s: run `flask db upgrade` "
+                    "(until then /readyz and every request answer 503)", current or "no revision", head)
+
+
+def warn_if_rate_limits_per_process(log: Any, workers: int) -> None:  # noqa: ANN401 - gunicorn's logger
+    """One warning at start when several workers would each count rate limits on their own."""
+    storage = os.environ.get("RATELIMIT_STORAGE_URI", "").strip() or "memory://"
+    if workers > 1 and storage.startswith("memory:"):
+        log.warning("rate limits are counted per worker process (RATELIMIT_STORAGE_URI=memory://): with %d "
+                    "workers a tenant can make up to %d times its plan's rate a minute, more as workers "
+                    "restart; set RATELIMIT_STORAGE_URI to a Redis URL (docs/operations.md)", workers, workers)

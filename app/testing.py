@@ -38,6 +38,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -105,6 +106,26 @@ def database_server() -> Iterator[str]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _drop_database(admin: Engine, name: str, attempts: int = 20) -> None:
+    """``DROP DATABASE … WITH (FORCE)``, tried again while another session holds it.
+
+    On Citus the drop is repeated on every worker, where FORCE does not reach the
+    connections Citus's maintenance daemon opens (2PC recovery) from the coordinator's
+    copy of the database: they close within moments.
+    """
+    from sqlalchemy.exc import OperationalError
+
+    for attempt in range(attempts):
+        try:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "55006" or attempt == attempts - 1:  # object_in_use
+                raise
+            time.sleep(0.5)
+
+
 @contextmanager
 def fresh_database(server_url: str) -> Iterator[str]:
     """Create a uniquely named database on the server; drop it (forcefully) afterwards,
@@ -120,8 +141,8 @@ def fresh_database(server_url: str) -> Iterator[str]:
         try:
             yield admin_url.set(database=name).render_as_string(hide_password=False)
         finally:
+            _drop_database(admin, name)
             with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
                 # Roles are cluster-wide: the tenant roles of this database go with it.
                 for role in roles.roles_with_prefix(conn, roles.role_prefix(name)):
                     conn.exec_driver_sql(f"DROP ROLE IF EXISTS {quote_role(role)}")

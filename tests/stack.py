@@ -81,8 +81,9 @@ def _wait_until(ready, process: subprocess.Popen, log: Path, what: str, seconds:
 
 
 @contextmanager
-def gunicorn(database_url: str, tmp_path: Path, **settings: str) -> Iterator[Server]:
-    """gunicorn as the image runs it, on ``database_url``; ``settings`` are extra environment."""
+def gunicorn(database_url: str, tmp_path: Path, ready: str = "/readyz", **settings: str) -> Iterator[Server]:
+    """gunicorn as the image runs it, on ``database_url``, once ``ready`` answers 200;
+    ``settings`` are extra environment."""
     port = free_port()
     ours = {s.env for s in SETTINGS} | {"PORT", "WEB_CONCURRENCY", "FORWARDED_ALLOW_IPS"}
     env = {k: v for k, v in os.environ.items() if k not in ours and not k.startswith("GUNICORN_")}
@@ -102,7 +103,7 @@ def gunicorn(database_url: str, tmp_path: Path, **settings: str) -> Iterator[Ser
                                    cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     try:
-        _wait_until(lambda: status_of(port, "/readyz") == 200, process, log, "gunicorn")
+        _wait_until(lambda: status_of(port, ready) == 200, process, log, "gunicorn")
         yield Server(port, process.pid, log)
     finally:
         _stop(process)

@@ -20,8 +20,8 @@ after 1 s, then 2, 4 … at most 60 s), rather than failing every tenant request
 With ``memory://`` a tenant can make up to (worker processes x its rate) requests a
 minute, and more when a worker restarts (its counts restart at zero): fine for one
 process in development, not for production. /readyz says which storage counts
-(:meth:`TenantRateLimiter.report`), and a production app (a ``DATABASE_URL``) on
-``memory://`` logs a warning when it starts.
+(:meth:`TenantRateLimiter.report`), and gunicorn logs a warning at start when it runs
+more than one worker on ``memory://`` (:mod:`app.http_server`).
 """
 
 from __future__ import annotations
@@ -134,16 +134,6 @@ def init_app(app: Flask) -> None:
         prefix=app.config["RATELIMIT_KEY_PREFIX"],
         fall_back_to_memory=app.config["RATELIMIT_IN_MEMORY_FALLBACK_ENABLED"],
     )
-
-
-def warn_if_counted_per_process(app: Flask) -> None:
-    """Say once, at start, that a production app counts its limits per worker process."""
-    if app.extensions[EXTENSION].scheme == "memory" and not app.testing:
-        log.warning(
-            "rate limits are counted per worker process (RATELIMIT_STORAGE_URI=memory://): a tenant can make "
-            "up to (workers x its rate) requests a minute, more when workers restart; use Redis in production",
-            extra={"event": "ratelimit.per_process"},
-        )
 
 
 def report(app: Flask) -> dict[str, Any]:

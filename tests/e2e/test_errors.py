@@ -248,3 +248,22 @@ def test_openapi_documents_every_endpoint(app, client):
         path = rule.rule.replace("<int:", "{").replace("<", "{").replace(">", "}")
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert (path, method.lower()) in documented, (path, method)
+
+
+def test_an_unmigrated_database_is_503_saying_to_run_flask_db_upgrade(make_app, tenantry_database_url):
+    """Before `flask db upgrade`, a tenant request and an admin request find no public
+    tables: 503 naming the command, never a 500 (on a migrated database, the same missing
+    table would be a bug: 500)."""
+    from app.extensions import db
+    from app.testing import fresh_database
+
+    with fresh_database(tenantry_database_url) as url:
+        app = make_app(url)
+        c = app.test_client()
+        key = "tnt_0123456789ab_" + "s" * 43  # well-formed, so it is looked up
+        for path, token in (("/v1/repositories", key), ("/v1/admin/tenants", "test-admin-token")):
+            body = assert_problem(c.get(path, headers={"Authorization": f"Bearer {token}"}), 503,
+                                  "database-not-migrated")
+            assert "flask db upgrade" in body["detail"], body
+        with app.app_context():  # before the database is dropped (on Citus, workers too)
+            db.engine.dispose()

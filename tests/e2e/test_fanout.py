@@ -491,6 +491,14 @@ def test_sql_prints_each_schemas_ddl_and_changes_nothing(make_tenant, engine, st
     assert _snapshot(engine) == before
 
 
+def test_sql_with_nothing_to_migrate_says_so_on_stderr(make_tenant, fanout_app):
+    make_tenant()
+    result = fanout_app().test_cli_runner().invoke(args=["tenants", "migrate", "--sql"])
+    assert result.exit_code == 0
+    assert result.stdout == ""  # what a pipe into psql gets: nothing to run
+    assert "nothing to migrate: 1 tenant(s) already at" in result.stderr
+
+
 def test_canary_migrates_the_first_n_and_a_later_run_continues(make_tenant, engine, stream, fanout_app):
     slugs = sorted(make_tenant().slug for _ in range(5))
     stream.add("x0002", ADD_ARCHIVED_AT.format(between=""), DROP_ARCHIVED_AT)

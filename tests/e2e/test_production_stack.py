@@ -195,11 +195,14 @@ def test_with_redis_a_tenants_rate_holds_across_workers_and_their_restarts(app, 
                 replaced = before - set(workers_of(server.pid))
             assert set(statuses) <= {200, 429}, statuses
             assert replaced, "no worker was recycled: the test proves nothing"
+            warned = "rate limits are counted per worker process" in server.log.read_text()
             if storage == "memory://":
                 assert limits["storage"] == "memory" and limits["shared"] is False and "Redis" in limits["detail"]
+                assert warned, server.log.read_text()
                 assert statuses.count(200) > 60, statuses.count(200)
             else:
                 assert limits == {"storage": "redis", "shared": True}, limits
+                assert not warned
                 assert statuses.count(200) == 60, statuses.count(200)
     finally:
         client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
@@ -212,3 +215,16 @@ def test_with_redis_a_tenants_rate_holds_across_workers_and_their_restarts(app, 
 def workers_of(pid: int) -> list[int]:
     children = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+
+def test_gunicorn_on_an_unmigrated_database_says_so_once_and_answers_503(app, tenantry_database_url, tmp_path):
+    from app.testing import fresh_database
+
+    with fresh_database(tenantry_database_url) as url, gunicorn(url, tmp_path, ready="/healthz") as server:
+        status, content_type, body = call(server.port, "GET", "/v1/admin/tenants", ADMIN_TOKEN)
+        assert (status, content_type) == (503, "application/problem+json"), body
+        assert "flask db upgrade" in json.loads(body)["detail"]
+        assert call(server.port, "GET", "/readyz")[0] == 503
+    log = server.log.read_text()
+    assert log.count("until then /readyz and every request answer 503") == 1, log  # the master's line, once
+    assert "Traceback" not in log, log
