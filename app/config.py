@@ -193,7 +193,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest request body accepted; larger ones get 413."),
     Setting("TENANT_MIGRATIONS_LOCATION", "TENANT_MIGRATIONS_LOCATION", _nonempty, None,
             "Alternative tenant migration scripts directory (defaults to the bundled tenant_migrations)."),
-    Setting("LOG_LEVEL", "LOG_LEVEL", _nonempty, "INFO", "Python logging level."),
+    Setting("LOG_LEVEL", "LOG_LEVEL", _nonempty, "INFO",
+            "Python logging level (unset: WARNING for flask commands other than run)."),
     Setting("LOG_FORMAT", "LOG_FORMAT", _one_of("console", "json"), "console",
             "console: readable lines for a terminal; json: one JSON object per line (production). "
             "Fields: docs/operations.md, Observability."),

@@ -38,7 +38,10 @@ def create_app(config: Mapping[str, Any] | None = None, *, http: bool = True) ->
     start in about half the time.
     """
     values = settings.defaults()
-    values.update(settings.from_env() if config is None else config)
+    given = settings.from_env() if config is None else config
+    values.update(given)
+    if "LOG_LEVEL" not in given and _building_for_a_command():
+        values["LOG_LEVEL"] = "WARNING"  # a command's output comes first; LOG_LEVEL=INFO brings the rest back
     settings.validate(values)  # combinations, and values given as a mapping: fail before anything starts
     instance = settings.instance_path(values["INSTANCE_PATH"])
     app = Flask("app", instance_path=str(instance))
@@ -68,6 +71,19 @@ def create_app(config: Mapping[str, Any] | None = None, *, http: bool = True) ->
         _prepare_development(app, instance)
         logs.configure(app.config)  # the generated admin token is scrubbed from log lines too
     return app
+
+
+def _building_for_a_command() -> bool:
+    """Whether a ``flask`` command other than ``run`` (the development server) builds the app.
+
+    Such a command prints what it did; log lines at INFO (the role layer's decision,
+    Alembic's steps) would come before that output on every call. The click context
+    tells: gunicorn and other WSGI servers import the app outside of one.
+    """
+    import click
+
+    context = click.get_current_context(silent=True)
+    return context is not None and context.info_name != "run"
 
 
 def _configure_database(app: Flask) -> None:

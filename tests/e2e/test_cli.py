@@ -64,3 +64,28 @@ def test_tenant_autogenerate_compares_a_scratch_schema_and_leaves_nothing(tmp_pa
         leftovers = conn.exec_driver_sql(
             "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 't\\_autogen%%'").scalar()
     assert leftovers == 0
+
+
+def test_a_command_prints_its_output_without_log_lines_unless_log_level_asks(tenantry_database_url, tmp_path):
+    """`flask tenants list` (the app built by the command) and `flask db upgrade` (Alembic's
+    steps): only what the command prints; LOG_LEVEL=INFO brings the log lines back."""
+    import os
+    import subprocess
+    import sys
+
+    from app.config import SETTINGS
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k not in {s.env for s in SETTINGS}}
+    env.update(DATABASE_URL=tenantry_database_url, FLASK_APP=str(root / "wsgi.py"), INSTANCE_PATH=str(tmp_path))
+
+    def flask(*args: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "flask", *args], env={**env, **extra}, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+
+    for args in (("tenants", "list"), ("db", "upgrade")):
+        quiet = flask(*args)
+        assert quiet.returncode == 0, quiet.stderr
+        assert quiet.stderr == "", quiet.stderr
+    loud = flask("db", "upgrade", LOG_LEVEL="INFO")
+    assert loud.returncode == 0 and " INFO " in loud.stderr, loud.stderr
