@@ -81,9 +81,11 @@ def _wait_until(ready, process: subprocess.Popen, log: Path, what: str, seconds:
 
 
 @contextmanager
-def gunicorn(database_url: str, tmp_path: Path, ready: str = "/readyz", **settings: str) -> Iterator[Server]:
+def gunicorn(database_url: str, tmp_path: Path, ready: str = "/readyz", root: Path = ROOT,
+             **settings: str) -> Iterator[Server]:
     """gunicorn as the image runs it, on ``database_url``, once ``ready`` answers 200;
-    ``settings`` are extra environment."""
+    ``settings`` are extra environment. ``root``: the project to serve (a copy, first on
+    the path), this one by default."""
     port = free_port()
     ours = {s.env for s in SETTINGS} | {"PORT", "WEB_CONCURRENCY", "FORWARDED_ALLOW_IPS"}
     env = {k: v for k, v in os.environ.items() if k not in ours and not k.startswith("GUNICORN_")}
@@ -96,11 +98,13 @@ def gunicorn(database_url: str, tmp_path: Path, ready: str = "/readyz", **settin
         "PYTHONDONTWRITEBYTECODE": "1",
         "TENANT_ROLES": os.environ.get("TEST_TENANT_ROLES", "auto"),
     })
+    if root != ROOT:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     env.update(settings)
     log = tmp_path / f"gunicorn-{port}.log"
     with open(log, "wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-                                   cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     try:
         _wait_until(lambda: status_of(port, ready) == 200, process, log, "gunicorn")
