@@ -47,7 +47,7 @@ from sqlalchemy import create_engine, make_url
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
-from . import audit, cluster, fanout_worker, locks, migrations
+from . import audit, cluster, fanout_sql, fanout_worker, locks, migrations
 from .errors import FanoutLocked, TenantNotFound
 from .naming import schema_name_for
 
@@ -279,7 +279,7 @@ class _Worker:
                 results.put((self, worker.migrate(task)))
         except BaseException as exc:  # reported as this worker's failure; the run goes on
             log.exception("fan-out worker %s stopped", self.thread.name)
-            self.error = fanout_worker.first_line(exc)
+            self.error = fanout_sql.first_line(exc)
         finally:
             try:
                 worker.close()

@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from . import migrations, pipeline, roles
-from .fanout_worker import APPLICATION_NAME, Literals, _ms, failure, lock_sql, record_sql
+from .fanout_sql import APPLICATION_NAME, Literals, failure, lock_sql, record_sql, timeout_setting
 from .locks import LOCK_NAMESPACE
 from .naming import quote_ident, schema_name_for, validate_slug
 
@@ -43,8 +43,8 @@ class OnlineMigrator:
         self.run_id: int | None = settings.get("run_id")
         self.recycle_after: int = settings.get("recycle_after") or 250
         self.timeouts = {
-            "lock_timeout": _ms(settings.get("lock_timeout")),
-            "statement_timeout": _ms(settings.get("statement_timeout")),
+            "lock_timeout": timeout_setting(settings.get("lock_timeout")),
+            "statement_timeout": timeout_setting(settings.get("statement_timeout")),
         }
         self.literal = Literals()
         self.pipelined: bool = bool(settings.get("citus"))  # see app.tenancy.pipeline
