@@ -15,12 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 from . import config as settings
 from . import logs
 from .extensions import db
 
 log = logging.getLogger("app")
+
+
+class _OrderedJSON(DefaultJSONProvider):
+    sort_keys = False  # responses keep the order their schema gives, not alphabetical
 
 __all__ = ["build_app"]
 
@@ -42,7 +47,7 @@ def build_app(config: Mapping[str, Any] | None = None) -> Flask:
     instance = settings.instance_path(values["INSTANCE_PATH"])
     app = Flask("app", instance_path=str(instance))
     app.config.from_mapping(values)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = _OrderedJSON(app)
     logs.configure(app.config)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response
 from sqlalchemy.exc import SQLAlchemyError
 
 from .bootstrap import build_app
@@ -107,13 +107,13 @@ def _configure_requests(app: Flask) -> None:
         request_id()
 
     @app.after_request
-    def echo_request_id(response):  # type: ignore[no-untyped-def]
+    def echo_request_id(response: Response) -> Response:
         """Every response names its request, so a client's report can be found in the audit trail."""
         response.headers["X-Request-ID"] = request_id()
         return response
 
     @app.after_request
-    def commit_unit_of_work(response):  # type: ignore[no-untyped-def]
+    def commit_unit_of_work(response: Response) -> Response:
         """The request's one transaction: committed when it succeeded, else rolled back.
 
         Either can fail when the connection died after the view (a terminated backend, a
@@ -129,7 +129,7 @@ def _configure_requests(app: Flask) -> None:
             try:
                 db.session.rollback()
             except SQLAlchemyError:
-                db.session.invalidate()
+                db.session().invalidate()
             return handle_exception(exc)
         return response
 

@@ -101,7 +101,7 @@ def set_search_path(
         set_local_search_path(connection, path)
         return
     statement, params = binding_statement(binding, reset_role=reset_role, leaving=leaving)
-    _confirm(connection, path, connection.exec_driver_sql(statement, params).first()[0])
+    _confirm(connection, path, connection.exec_driver_sql(statement, params).scalar_one())
 
 
 def binding_statement(

@@ -505,7 +505,7 @@ class _Run:
     def _insert_run(self, the_plan: Plan) -> int:
         options = {k: v for k, v in asdict(self.options).items() if k != "location"}
         options["slugs"] = list(self.options.slugs)
-        return self.connection.exec_driver_sql(
+        run_id: int = self.connection.exec_driver_sql(
             "INSERT INTO public.migration_runs (status, target_revision, options, started_by,"
             " hostname, pid, backend_pid, selected, remaining)"
             " VALUES ('running', %(target)s, %(options)s, %(by)s, %(host)s, %(pid)s,"
@@ -516,6 +516,7 @@ class _Run:
                 "pid": os.getpid(), "selected": the_plan.selected, "remaining": len(the_plan.deferred),
             },
         ).scalar_one()
+        return run_id
 
     def _update_run(self, status: str) -> None:
         self._flushed = time.monotonic()

@@ -86,7 +86,7 @@ class OnlineMigrator:
             error = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
             lost = getattr(exc, "connection_invalidated", False)
             if not lost and self.connection is not None and not self.connection.invalidated \
-                    and self.connection.connection.driver_connection.broken:
+                    and pipeline.driver_of(self.connection).broken:
                 self.connection.invalidate()
             result.update(failure(error, lost=lost))
         except Exception as exc:  # a migration script raised: that schema fails, the run goes on
@@ -101,7 +101,7 @@ class OnlineMigrator:
         with connection.begin():
             # Straight on the driver (SQLAlchemy's per-statement work is a third of a
             # schema's client time here); the transaction is still the one begun above.
-            driver = connection.connection.driver_connection
+            driver = pipeline.driver_of(connection)
             # One round trip: timeouts, the tenant lock, then (after the lock, in a new
             # snapshot) whether the tenant still exists, its version table, its search_path.
             exists, versioned, _ = pipeline.execute(driver, [
@@ -189,7 +189,7 @@ class OnlineMigrator:
         elapsed_ms = (time.perf_counter() - started) * 1000
         with connection.begin():
             record = self._record_sql(task, current, reached, "migrated", elapsed_ms)
-            pipeline.execute(connection.connection.driver_connection, record, pipelined=self.pipelined)
+            pipeline.execute(pipeline.driver_of(connection), record, pipelined=self.pipelined)
         return {"status": "migrated", "from": current, "to": reached}
 
     def _record_sql(
