@@ -1,26 +1,20 @@
-"""The application factory: config, extensions, blueprints, CLI, error handlers.
+"""The application factory: the app of :mod:`app.bootstrap`, plus blueprints, error handlers and CLI.
 
-``create_app()`` is the only entry point: nothing is configured, connected or started
-at import time.
+``create_app()`` is the entry point: nothing is configured, connected or started at
+import time. This module sits above both interfaces (:mod:`app.api`, :mod:`app.cli`)
+and wires them in; neither imports it back.
 """
 
 from __future__ import annotations
 
-import logging
-import secrets
-import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import config as settings
-from . import logs
+from .bootstrap import build_app
 from .extensions import db
-
-log = logging.getLogger("app")
 
 __all__ = ["create_app"]
 
@@ -30,88 +24,27 @@ def create_app(config: Mapping[str, Any] | None = None, *, http: bool = True) ->
 
     ``config`` replaces the environment entirely (tests pass explicit values); without
     it, settings come from environment variables (``app.config``). With no database
-    URL, an embedded PostgreSQL is started and migrated (development mode).
+    URL, an embedded PostgreSQL is started and migrated (development mode): see
+    :func:`app.bootstrap.build_app`, which does all that.
 
     ``http=False`` leaves out the HTTP layer (API, blueprints, request hooks): the
-    same settings, database and CLI, for commands that never serve a request
-    (``flask tenants migrate`` builds its app so, see :mod:`app.cli_app`), which then
-    start in about half the time.
+    same settings, database and CLI, for a process that never serves a request. The
+    ``flask tenants`` commands build :func:`~app.bootstrap.build_app`'s app instead
+    (see :mod:`app.cli.app`), which starts in about half the time.
     """
-    values = settings.defaults()
-    given = settings.from_env() if config is None else config
-    values.update(given)
-    if "LOG_LEVEL" not in given and _building_for_a_command():
-        values["LOG_LEVEL"] = "WARNING"  # a command's output comes first; LOG_LEVEL=INFO brings the rest back
-    settings.validate(values)  # combinations, and values given as a mapping: fail before anything starts
-    instance = settings.instance_path(values["INSTANCE_PATH"])
-    app = Flask("app", instance_path=str(instance))
-    app.config.from_mapping(values)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    logs.configure(app.config)
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-
-    embedded = not app.config["SQLALCHEMY_DATABASE_URI"]
-    if embedded:
-        from . import embedded as embedded_pg
-
-        app.config["SQLALCHEMY_DATABASE_URI"] = embedded_pg.start(instance)
-    _configure_database(app)
+    app = build_app(config)
     if http:
         _configure_api(app)
         _configure_requests(app)
 
-    from .cli import db_cli, tenants_cli
-    from .cluster_cli import cluster_cli
+    from .cli.cluster import cluster_cli
+    from .cli.db import db_cli
+    from .cli.tenants import tenants_cli
 
     app.cli.add_command(db_cli)
     app.cli.add_command(tenants_cli)
     app.cli.add_command(cluster_cli)
-
-    if embedded:
-        _prepare_development(app, instance)
-        logs.configure(app.config)  # the generated admin token is scrubbed from log lines too
     return app
-
-
-def _building_for_a_command() -> bool:
-    """Whether a ``flask`` command other than ``run`` (the development server) builds the app.
-
-    Such a command prints what it did; log lines at INFO (the role layer's decision,
-    Alembic's steps) would come before that output on every call. The click context
-    tells: gunicorn and other WSGI servers import the app outside of one.
-    """
-    import click
-
-    context = click.get_current_context(silent=True)
-    return context is not None and context.info_name != "run"
-
-
-def _configure_database(app: Flask) -> None:
-    from .tenancy import binding, cluster, recycling, roles
-
-    app.config["SQLALCHEMY_DATABASE_URI"] = settings.sqlalchemy_url(
-        app.config["SQLALCHEMY_DATABASE_URI"]
-    )
-    app.config.setdefault(
-        "SQLALCHEMY_ENGINE_OPTIONS",
-        {
-            "pool_pre_ping": True,
-            "pool_size": app.config["DB_POOL_SIZE"],
-            "max_overflow": app.config["DB_MAX_OVERFLOW"],
-            "pool_timeout": app.config["DB_POOL_TIMEOUT"],
-            "pool_recycle": app.config["DB_POOL_RECYCLE"],
-            "connect_args": {
-                "application_name": "tenantry",
-                "prepare_threshold": app.config["DB_PREPARE_THRESHOLD"],
-            },
-        },
-    )
-    db.init_app(app)
-    binding.install(db.session)
-    with app.app_context():  # logged now; ``auto`` is decided on the first connection
-        roles.decide_on_first_connect(db.engine, app.config["TENANT_ROLES"])
-        cluster.detect_on_first_connect(db.engine)
-        recycling.install(db.engine, app.config["DB_RECYCLE_AFTER_TENANTS"])
 
 
 def _configure_api(app: Flask) -> None:
@@ -174,13 +107,13 @@ def _configure_requests(app: Flask) -> None:
         request_id()
 
     @app.after_request
-    def echo_request_id(response):  # type: ignore[no-untyped-def]
+    def echo_request_id(response: Response) -> Response:
         """Every response names its request, so a client's report can be found in the audit trail."""
         response.headers["X-Request-ID"] = request_id()
         return response
 
     @app.after_request
-    def commit_unit_of_work(response):  # type: ignore[no-untyped-def]
+    def commit_unit_of_work(response: Response) -> Response:
         """The request's one transaction: committed when it succeeded, else rolled back.
 
         Either can fail when the connection died after the view (a terminated backend, a
@@ -196,31 +129,8 @@ def _configure_requests(app: Flask) -> None:
             try:
                 db.session.rollback()
             except SQLAlchemyError:
-                db.session.invalidate()
+                db.session().invalidate()
             return handle_exception(exc)
         return response
 
     app.teardown_request(release_tenant)
-
-
-def _prepare_development(app: Flask, instance: Path) -> None:
-    """Embedded mode only: migrate the public schema and make sure an admin token exists."""
-    from . import public_migrations
-
-    with app.app_context():
-        public_migrations.upgrade(db.engine)
-    if app.config.get("ADMIN_TOKEN"):
-        return
-    token_file = instance / "admin_token"
-    if token_file.exists():
-        app.config["ADMIN_TOKEN"] = token_file.read_text().strip()
-        log.info("development admin token: see %s", token_file)
-        return
-    token = "adm_" + secrets.token_urlsafe(32)
-    token_file.touch(mode=0o600)
-    token_file.write_text(token + "\n")
-    app.config["ADMIN_TOKEN"] = token
-    print(
-        f"\n  Development admin token (shown once, kept in {token_file}):\n    {token}\n",
-        file=sys.stderr,
-    )

@@ -106,14 +106,14 @@ class JsonLineFormatter(_Redacting, JsonFormatter):
         )
 
 
-class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+class _Stderr(logging.StreamHandler[Any]):
     """Writes to whatever ``sys.stderr`` is when a record arrives (test capture replaces it)."""
 
     def __init__(self) -> None:
         logging.Handler.__init__(self)
 
     @property
-    def stream(self) -> Any:  # type: ignore[override]
+    def stream(self) -> Any:
         return sys.stderr
 
 

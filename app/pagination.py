@@ -10,7 +10,7 @@ import base64
 import binascii
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -34,7 +34,11 @@ def encode_cursor(key: str | int) -> str:
     return base64.urlsafe_b64encode(f"{type(key).__name__}:{key}".encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None, kind: type) -> str | int | None:
+@overload
+def decode_cursor(cursor: str | None, kind: type[int]) -> int | None: ...
+@overload
+def decode_cursor(cursor: str | None, kind: type[str]) -> str | None: ...
+def decode_cursor(cursor: str | None, kind: type[int] | type[str]) -> int | str | None:
     """The key a cursor stands for, or None; :class:`InvalidCursor` if it was not ours."""
     if cursor is None:
         return None

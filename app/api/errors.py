@@ -168,6 +168,7 @@ def handle_http_exception(exc: HTTPException) -> Response:
     status = exc.code or 500
     data = getattr(exc, "data", None) or {}
     errors = _flatten_webargs(data["messages"]) if "messages" in data else None
+    detail: str | None
     if status == 400 and errors and list(errors) == ["_json"]:
         detail = "The request body is not valid JSON."
         errors = None

@@ -60,9 +60,15 @@ def check_request() -> None:
             if bad_fields:
                 messages["json"] = bad_fields
     if messages:
-        error = UnprocessableEntity()
-        error.data = {"messages": messages}  # the shape webargs gives, so errors come out by field
-        raise error
+        raise InvalidFields(messages)
+
+
+class InvalidFields(UnprocessableEntity):
+    """422 with its fields' messages in ``data``: the shape webargs gives, so errors come out by field."""
+
+    def __init__(self, messages: dict[str, Any]) -> None:
+        super().__init__()
+        self.data = {"messages": messages}
 
 
 _NO_BODY = object()

@@ -56,7 +56,10 @@ class TenantRateLimiter:
             raise ValueError(f"RATELIMIT_STRATEGY must be one of {', '.join(sorted(STRATEGIES))}, not {strategy!r}")
         self.prefix = prefix
         self.scheme = storage_uri.partition(":")[0]
-        self.storage: Storage = storage_from_string(storage_uri)
+        storage = storage_from_string(storage_uri)
+        if not isinstance(storage, Storage):  # limits' async storages (async+redis://…) serve asyncio apps
+            raise ValueError(f"RATELIMIT_STORAGE_URI must name a synchronous storage, not {self.scheme!r}")
+        self.storage: Storage = storage
         self._strategy = STRATEGIES[strategy]
         self._shared: RateLimiter = self._strategy(self.storage)
         self._can_fall_back = fall_back_to_memory and not isinstance(self.storage, MemoryStorage)

@@ -2,7 +2,7 @@
 
 import re
 import unicodedata
-from typing import Any
+from typing import Any, overload
 
 from marshmallow import Schema, ValidationError, fields, validate
 
@@ -15,8 +15,16 @@ class FullMatch(validate.Regexp):
     the OpenAPI document as written.
     """
 
-    def __call__(self, value: str) -> str:
-        if self.regex.fullmatch(value) is None:
+    def __init__(self, regex: str, flags: int = 0, *, error: str | None = None) -> None:
+        super().__init__(regex, flags, error=error)
+        self.full: re.Pattern[str] = re.compile(regex, flags)
+
+    @overload
+    def __call__(self, value: str) -> str: ...
+    @overload
+    def __call__(self, value: bytes) -> bytes: ...
+    def __call__(self, value: str | bytes) -> str | bytes:
+        if not isinstance(value, str) or self.full.fullmatch(value) is None:  # JSON gives text only
             raise ValidationError(self._format_error(value))
         return value
 

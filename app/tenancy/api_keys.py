@@ -234,10 +234,11 @@ def authenticate(
     live = row is not None and row.revoked_at is None and row.status == "active"
     tenant = TenantBinding.for_slug(row.tenant_id, row.slug, row.db_role) if good and row is not None else None
     if bind:
+        reported = row[_REPORTED_PATH] if row is not None else None
         if tenant is not None and live:
-            binding.adopt(session, tenant, row[_REPORTED_PATH])
+            binding.adopt(session, tenant, reported)
         else:  # deny: as the statement reported (dead key), or set now (no row, wrong secret)
-            binding.adopt(session, None, row[_REPORTED_PATH] if row is not None and not live else None)
+            binding.adopt(session, None, None if live else reported)
     if tenant is None or row is None:
         raise InvalidApiKey("Unknown API key.")
     if row.revoked_at is not None:

@@ -45,7 +45,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 from sqlalchemy.orm.attributes import instance_state
 
 from . import events
-from .context import TenantBinding, current_tenant
+from .context import TenantBinding, bind, current_tenant, unbind
 from .errors import TenantContextError
 from .recycling import note_search_path
 
@@ -101,7 +101,7 @@ def set_search_path(
         set_local_search_path(connection, path)
         return
     statement, params = binding_statement(binding, reset_role=reset_role, leaving=leaving)
-    _confirm(connection, path, connection.exec_driver_sql(statement, params).first()[0])
+    _confirm(connection, path, connection.exec_driver_sql(statement, params).scalar_one())
 
 
 def binding_statement(
@@ -214,6 +214,31 @@ def apply_binding(session: Session) -> None:
         reset_role=previous is not None and previous.role is not None, leaving=previous is not None,
     )
     _record(session, binding)
+
+
+@contextmanager
+def tenant_scope(
+    tenant: TenantBinding | None, session: Session | None = None
+) -> Iterator[TenantBinding | None]:
+    """Run the block with ``tenant`` bound (``None`` binds no tenant).
+
+    If ``session`` is given and already inside a transaction, the search_path of that
+    transaction is switched at once (and switched back on exit); otherwise the next
+    transaction picks the binding up when it begins.
+    """
+    token = bind(tenant)
+    try:
+        if session is not None and session.in_transaction():
+            apply_binding(session)
+        yield tenant
+    except BaseException:
+        # The transaction may be aborted: switching it back would raise over the real
+        # error. The next statement re-syncs it (or the rollback discards it).
+        unbind(token)
+        raise
+    unbind(token)
+    if session is not None and session.in_transaction():
+        apply_binding(session)
 
 
 def _record(session: Session, binding: TenantBinding | None) -> None:

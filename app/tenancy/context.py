@@ -3,22 +3,17 @@
 A :class:`contextvars.ContextVar`, so it follows threads and asyncio tasks correctly
 and works outside Flask (a worker, a script, a test). Binding a tenant is all that
 code above the core ever does; :mod:`app.tenancy.binding` turns it into the
-search_path of every transaction.
+search_path of every transaction, and its ``tenant_scope`` binds for a block. This
+module sits below binding and imports nothing of SQLAlchemy.
 """
 
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from .errors import TenantContextError
 from .naming import quote_ident, schema_name_for
-
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,30 +64,3 @@ def bind(binding: TenantBinding | None) -> contextvars.Token[TenantBinding | Non
 def unbind(token: contextvars.Token[TenantBinding | None]) -> None:
     """Restore the binding that was current before the matching :func:`bind`."""
     _current.reset(token)
-
-
-@contextmanager
-def tenant_scope(
-    tenant: TenantBinding | None, session: Session | None = None
-) -> Iterator[TenantBinding | None]:
-    """Run the block with ``tenant`` bound (``None`` binds no tenant).
-
-    If ``session`` is given and already inside a transaction, the search_path of that
-    transaction is switched at once (and switched back on exit); otherwise the next
-    transaction picks the binding up when it begins.
-    """
-    from .binding import apply_binding  # the one place context reaches binding
-
-    token = _current.set(tenant)
-    try:
-        if session is not None and session.in_transaction():
-            apply_binding(session)
-        yield tenant
-    except BaseException:
-        # The transaction may be aborted: switching it back would raise over the real
-        # error. The next statement re-syncs it (or the rollback discards it).
-        _current.reset(token)
-        raise
-    _current.reset(token)
-    if session is not None and session.in_transaction():
-        apply_binding(session)

@@ -52,4 +52,6 @@ def list_tenants(
 
 def count_behind(session: Session, head: str) -> int:
     """How many tenants have a recorded ``schema_revision`` other than ``head`` (none recorded counts)."""
-    return session.scalar(select(func.count()).select_from(Tenant).where(Tenant.schema_revision.is_distinct_from(head)))
+    return session.execute(
+        select(func.count()).select_from(Tenant).where(Tenant.schema_revision.is_distinct_from(head))
+    ).scalar_one()

@@ -47,7 +47,7 @@ from sqlalchemy import create_engine, make_url
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
-from . import audit, cluster, fanout_worker, locks, migrations
+from . import audit, cluster, fanout_sql, fanout_worker, locks, migrations
 from .errors import FanoutLocked, TenantNotFound
 from .naming import schema_name_for
 
@@ -279,7 +279,7 @@ class _Worker:
                 results.put((self, worker.migrate(task)))
         except BaseException as exc:  # reported as this worker's failure; the run goes on
             log.exception("fan-out worker %s stopped", self.thread.name)
-            self.error = fanout_worker.first_line(exc)
+            self.error = fanout_sql.first_line(exc)
         finally:
             try:
                 worker.close()
@@ -505,7 +505,7 @@ class _Run:
     def _insert_run(self, the_plan: Plan) -> int:
         options = {k: v for k, v in asdict(self.options).items() if k != "location"}
         options["slugs"] = list(self.options.slugs)
-        return self.connection.exec_driver_sql(
+        run_id: int = self.connection.exec_driver_sql(
             "INSERT INTO public.migration_runs (status, target_revision, options, started_by,"
             " hostname, pid, backend_pid, selected, remaining)"
             " VALUES ('running', %(target)s, %(options)s, %(by)s, %(host)s, %(pid)s,"
@@ -516,6 +516,7 @@ class _Run:
                 "pid": os.getpid(), "selected": the_plan.selected, "remaining": len(the_plan.deferred),
             },
         ).scalar_one()
+        return run_id
 
     def _update_run(self, status: str) -> None:
         self._flushed = time.monotonic()

@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from . import migrations, pipeline, roles
-from .fanout_worker import APPLICATION_NAME, Literals, _ms, failure, lock_sql, record_sql
+from .fanout_sql import APPLICATION_NAME, Literals, failure, lock_sql, record_sql, timeout_setting
 from .locks import LOCK_NAMESPACE
 from .naming import quote_ident, schema_name_for, validate_slug
 
@@ -43,8 +43,8 @@ class OnlineMigrator:
         self.run_id: int | None = settings.get("run_id")
         self.recycle_after: int = settings.get("recycle_after") or 250
         self.timeouts = {
-            "lock_timeout": _ms(settings.get("lock_timeout")),
-            "statement_timeout": _ms(settings.get("statement_timeout")),
+            "lock_timeout": timeout_setting(settings.get("lock_timeout")),
+            "statement_timeout": timeout_setting(settings.get("statement_timeout")),
         }
         self.literal = Literals()
         self.pipelined: bool = bool(settings.get("citus"))  # see app.tenancy.pipeline
@@ -86,7 +86,7 @@ class OnlineMigrator:
             error = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
             lost = getattr(exc, "connection_invalidated", False)
             if not lost and self.connection is not None and not self.connection.invalidated \
-                    and self.connection.connection.driver_connection.broken:
+                    and pipeline.driver_of(self.connection).broken:
                 self.connection.invalidate()
             result.update(failure(error, lost=lost))
         except Exception as exc:  # a migration script raised: that schema fails, the run goes on
@@ -101,7 +101,7 @@ class OnlineMigrator:
         with connection.begin():
             # Straight on the driver (SQLAlchemy's per-statement work is a third of a
             # schema's client time here); the transaction is still the one begun above.
-            driver = connection.connection.driver_connection
+            driver = pipeline.driver_of(connection)
             # One round trip: timeouts, the tenant lock, then (after the lock, in a new
             # snapshot) whether the tenant still exists, its version table, its search_path.
             exists, versioned, _ = pipeline.execute(driver, [
@@ -189,7 +189,7 @@ class OnlineMigrator:
         elapsed_ms = (time.perf_counter() - started) * 1000
         with connection.begin():
             record = self._record_sql(task, current, reached, "migrated", elapsed_ms)
-            pipeline.execute(connection.connection.driver_connection, record, pipelined=self.pipelined)
+            pipeline.execute(pipeline.driver_of(connection), record, pipelined=self.pipelined)
         return {"status": "migrated", "from": current, "to": reached}
 
     def _record_sql(

@@ -106,7 +106,7 @@ class JwtVerifier:
         # The header only chooses among the configured (key, algorithm) pairs; the list
         # passed to decode() is that pair's one algorithm, never taken from the token.
         key = self.keys.get(algorithm) if isinstance(algorithm, str) else None
-        if key is None:
+        if key is None or not isinstance(algorithm, str):
             raise InvalidToken(f"Token algorithm {str(algorithm)[:20]!r} is not accepted.")
         required = ["exp", "aud", "sub"] + (["iss"] if self.issuer else [])
         try:

@@ -13,6 +13,8 @@ migration or a provisioning of the same slug; a tenant that is busy gets
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -114,7 +116,9 @@ def _locked(session: Session, slug: str) -> Tenant:
     return tenant
 
 
-def _event(session: Session, tenant: Tenant, action: str, before: dict | None, after: dict | None) -> None:
+def _event(
+    session: Session, tenant: Tenant, action: str, before: dict[str, Any] | None, after: dict[str, Any] | None
+) -> None:
     """The change's audit event, in its transaction, and its log line, once that commits."""
     audit.record_platform(
         session, action, "tenant", tenant.slug, tenant_id=tenant.id, tenant_slug=tenant.slug,

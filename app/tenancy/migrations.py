@@ -265,18 +265,18 @@ def build_new_schema(
     whichever way it was).
     """
     rendered = rendered_path(None, target, location)
-    driver = connection.connection.driver_connection
+    driver = pipeline.driver_of(connection)
     pipelined = cluster.citus_of(connection.engine) is not None
     if rendered is None:
         if create:
-            pipeline.execute(driver, create, pipelined=pipelined)  # type: ignore[arg-type]
+            pipeline.execute(driver, create, pipelined=pipelined)
         target = migrate_schema(connection, schema_name, target, location=location, known=NEW_SCHEMA)
         if not then:
             return target, None
-        return target, pipeline.execute(driver, [then], rows=[0])[0]  # type: ignore[arg-type]
+        return target, pipeline.execute(driver, [then], rows=[0])[0]
     path = sql.Literal(quote_ident(schema_name)).as_string(None)
     statements = [*create, f"SELECT set_config('search_path', {path}, true)", *rendered, *([then] if then else [])]
-    found = pipeline.execute(driver, statements, rows=[-1] if then else [], pipelined=pipelined)  # type: ignore[arg-type]
+    found = pipeline.execute(driver, statements, rows=[-1] if then else [], pipelined=pipelined)
     return target, found.get(-1)
 
 
@@ -374,7 +374,8 @@ def _render(current: str | None, target: str | None, location: str | None, schem
     def step(rev: Any, context: Any) -> Any:
         if downgrade:
             return script._downgrade_revs(destination, current)
-        return script._upgrade_revs(destination, current)
+        # alembic annotates current_rev as str, but reads None as base, as for a downgrade.
+        return script._upgrade_revs(destination, current)  # type: ignore[arg-type]
 
     with _run_lock, EnvironmentContext(
         cfg, script, fn=step, as_sql=True, starting_rev=current, destination_rev=destination

@@ -21,9 +21,12 @@ error is raised here: the caller rolls back. Either way the results are the same
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
+
+if TYPE_CHECKING:  # the worker's hot path imports this module without SQLAlchemy
+    from sqlalchemy.engine import Connection
 
 
 def execute(
@@ -39,6 +42,15 @@ def execute(
     wanted = {index % len(statements) for index in rows}
     found = _pipelined(connection, statements, wanted) if pipelined else _one_message(connection, statements, wanted)
     return {index: found[index % len(statements)] for index in rows}
+
+
+
+def driver_of(connection: Connection) -> psycopg.Connection[Any]:
+    """The psycopg connection under a SQLAlchemy one, to send it statements directly."""
+    driver = connection.connection.driver_connection
+    if not isinstance(driver, psycopg.Connection):  # None once invalidated; another driver never
+        raise TypeError(f"expected an open psycopg connection, not {type(driver).__name__}")
+    return driver
 
 
 def _one_message(connection: psycopg.Connection[Any], statements: Sequence[str], wanted: set[int]) -> dict[int, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from sqlalchemy import Select, bindparam, insert, literal, select, text
+from sqlalchemy import Select, Table, bindparam, insert, literal, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -198,7 +198,17 @@ def provision_in_transaction(
                            plan_name=plan_name, revision=revision, role=role)
 
 
-_tenants, _keys, _events, _plans = Tenant.__table__, ApiKey.__table__, PlatformAuditEvent.__table__, Plan.__table__
+
+
+def _table(model: type[Any]) -> Table:
+    """A mapped class's table (declarative types ``__table__`` as any FROM clause)."""
+    table = model.__table__
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not mapped to a table")
+    return table
+
+
+_tenants, _keys, _events, _plans = _table(Tenant), _table(ApiKey), _table(PlatformAuditEvent), _table(Plan)
 _TAKEN = select(_tenants.c.id).where(_tenants.c.slug == bindparam("slug")).exists()
 #: The plan by name, whether the slug is taken, whether its schema exists (an orphan).
 #: Statements built once (as every statement of a hot path here): building them per call

@@ -36,6 +36,7 @@ from .naming import quote_role
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.engine.interfaces import DBAPIConnection
 
 log = logging.getLogger(__name__)
 
@@ -153,15 +154,15 @@ def decide_on_first_connect(engine: Engine, mode: str) -> None:
         return
     log.info("tenant database roles: TENANT_ROLES=%s, decided on the first database connection", mode)
 
-    def first_connect(dbapi_connection: object, _record: object) -> None:
+    def first_connect(dbapi_connection: DBAPIConnection, _record: object) -> None:
         try:
-            cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+            cursor = dbapi_connection.cursor()
             try:
                 cursor.execute(_SERVER_FACTS)
-                version, can_create, citus = cursor.fetchone()
+                [(version, can_create, citus)] = cursor.fetchall()
             finally:
                 cursor.close()
-                dbapi_connection.rollback()  # type: ignore[attr-defined]
+                dbapi_connection.rollback()
             _remember(engine, _decide(mode, version, can_create, citus))
         except Exception as exc:  # e.g. on without CREATEROLE: provisioning raises it, with its message
             log.error("tenant database roles: %s", exc)

@@ -5,7 +5,7 @@ import sys
 
 PROBE = """
 import gc
-import app.cli_plugin as plugin
+import app.cli.plugin as plugin
 print(plugin.tenants_cli.name, gc.isenabled(), gc.get_freeze_count())
 """
 
@@ -20,6 +20,6 @@ def test_the_plugin_is_the_tenants_group_and_leaves_the_collector_on_with_the_im
 
 
 def test_a_collector_turned_off_by_the_caller_stays_off():
-    probe = "import gc; gc.disable(); import app.cli_plugin; print(gc.isenabled())"
+    probe = "import gc; gc.disable(); import app.cli.plugin; print(gc.isenabled())"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"

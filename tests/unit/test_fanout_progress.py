@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from app.fanout_cli import BarProgress, LogProgress
+from app.cli.fanout import BarProgress, LogProgress
 from app.tenancy.fanout import Counts, TenantOutcome
 
 

@@ -2,10 +2,12 @@
 
 ``flask tenants …`` is registered as a plugin command (the ``flask.commands`` entry
 point in pyproject.toml), so the ``flask`` CLI finds it without building the app.
-The commands decorated here then build it with ``create_app(http=False)``: the same
-settings from the environment and the same embedded database when ``DATABASE_URL``
+The commands decorated here then build it with :func:`app.bootstrap.build_app`: the
+same settings from the environment and the same embedded database when ``DATABASE_URL``
 is unset, without importing the API, its schemas and its extensions (about 0.3 s of
-a fan-out's start-up, which matters next to a few seconds of DDL).
+a fan-out's start-up, which matters next to a few seconds of DDL). It is the factory's
+first half, not :func:`app.create_app`: the factory imports the command groups to
+register them, so calling it from here would close an import circle.
 
 An app handed over by the caller wins: an active app context, or a ``ScriptInfo``
 built around one (``app.test_cli_runner()``). ``--app``/``FLASK_APP`` name only where
@@ -34,9 +36,9 @@ def with_cli_app(fn: Callable[..., Any]) -> Callable[..., Any]:
         if info is not None and info.create_app is not None:
             app = info.load_app()
         else:
-            from . import create_app
+            from ..bootstrap import build_app
 
-            app = create_app(http=False)
+            app = build_app()
         with app.app_context():
             return ctx.invoke(fn, *args, **kwargs)
 

@@ -21,12 +21,12 @@ from typing import Any, TextIO
 import click
 from flask import current_app
 
-from .cli_app import with_cli_app
-from .extensions import db
-from .tenancy import drift, fanout, migrations
-from .tenancy.errors import FanoutLocked, TenantNotFound, UnknownRevision
-from .tenancy.fanout import Counts, FanoutOptions, TenantOutcome
-from .tenancy.naming import schema_name_for
+from ..extensions import db
+from ..tenancy import drift, fanout, migrations
+from ..tenancy.errors import FanoutLocked, TenantNotFound, UnknownRevision
+from ..tenancy.fanout import Counts, FanoutOptions, TenantOutcome
+from ..tenancy.naming import schema_name_for
+from .app import with_cli_app
 
 
 @contextmanager

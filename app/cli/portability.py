@@ -21,9 +21,10 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from .cli import domain_errors
-from .extensions import db
-from .tenancy import audit, portability
+from ..extensions import db
+from ..tenancy import audit, portability
+from .errors import domain_errors
+from .render import tenant_dict
 
 
 def register(group: click.Group) -> None:
@@ -117,8 +118,6 @@ def tenants_import(file: str, slug: str, plan: str | None, migrate: bool, as_jso
 
     Prints the new tenant's admin API key once. Nothing is created unless everything loads.
     """
-    from .cli import tenant_dict  # app.cli registers this module: import it late
-
     source: IO[bytes]
     with click.open_file(file, "rb") as source:  # "-": binary stdin
         with audit.acting_as(audit.cli_actor()):

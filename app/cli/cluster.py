@@ -12,12 +12,12 @@ import json
 import sys
 
 import click
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
-from .cli import domain_errors, tenants_cli
-from .extensions import db
-from .tenancy import audit, cluster, placement
-from .tenancy.errors import PlacementRefused
+from ..extensions import db
+from ..tenancy import audit, cluster, placement
+from ..tenancy.errors import PlacementRefused
+from .errors import domain_errors
 
 cluster_cli = AppGroup("cluster", help="Citus: nodes, tenant placement, rebalancing, draining, adoption.")
 
@@ -141,7 +141,8 @@ def cluster_adopt(slugs: tuple[str, ...], as_json: bool) -> None:
         sys.exit(1)
 
 
-@tenants_cli.command("move")
+@click.command("move")  # added to ``flask tenants`` by app.cli.tenants
+@with_appcontext
 @click.argument("slug")
 @click.option("--to", "target", required=True, metavar="HOST:PORT", help="The worker to move the tenant to.")
 @_MODE

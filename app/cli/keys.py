@@ -4,7 +4,7 @@ Each command is one transaction. The operator acts as ``cli:<user>@<host>``; iss
 and revoking write a platform audit event (``public.audit_events``) with the tenant's
 id and slug, in that transaction. The last active admin key of a tenant cannot be
 revoked here either. Exit codes as in :mod:`app.cli`: 1 a domain error (one line on
-stderr), 2 bad usage.
+stderr), 2 bad usage. :mod:`app.cli.tenants` adds the group to ``flask tenants``.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 import click
 from flask.cli import AppGroup
 
-from .cli import domain_errors, tenants_cli
-from .extensions import db
-from .models.public import API_KEY_ROLES, ApiKey
-from .pagination import every_item
-from .tenancy import api_keys, audit, directory
+from ..extensions import db
+from ..models.public import API_KEY_ROLES, ApiKey
+from ..pagination import every_item
+from ..tenancy import api_keys, audit, directory
+from .errors import domain_errors
 
 keys_cli = AppGroup("keys", help="Issue, list and revoke a tenant's API keys.")
 
@@ -108,5 +108,3 @@ def keys_revoke(slug: str, key_id: int) -> None:
         )
     click.echo(f"revoked {after['role']} key {key_id} (prefix {after['prefix']}) of tenant {slug}")
 
-
-tenants_cli.add_command(keys_cli)

@@ -1,8 +1,7 @@
-"""``flask db …`` (public schema) and ``flask tenants …`` (tenants and their schemas).
+"""``flask tenants …``: create and inspect tenants and their schemas.
 
-Commands parse, call the core, and render: human text on a terminal, JSON with
-``--json``. Exit codes: 0 success, 1 a known domain error (one line on stderr),
-2 bad usage. Anything unexpected keeps its traceback.
+This module holds the tenant's own commands and gathers the group: keys, fan-out,
+export/import and ``move`` come from their modules beside it (:mod:`app.cli`).
 """
 
 from __future__ import annotations
@@ -10,8 +9,6 @@ from __future__ import annotations
 import json
 import sys
 import uuid
-from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
 import click
@@ -19,97 +16,16 @@ from alembic import command
 from flask import current_app
 from flask.cli import AppGroup
 
-from . import fanout_cli, public_migrations
-from .extensions import db, tenant_roles_active
-from .models.public import Tenant
-from .pagination import every_item
-from .tenancy import audit, directory, lifecycle, migrations, placement
-from .tenancy.errors import TenancyError, TenantContextError
-from .tenancy.naming import quote_ident
-from .tenancy.provisioning import TenantRecord, provision_tenant
+from ..extensions import db, tenant_roles_active
+from ..pagination import every_item
+from ..tenancy import audit, directory, lifecycle, migrations, placement
+from ..tenancy.naming import quote_ident
+from ..tenancy.provisioning import TenantRecord, provision_tenant
+from . import cluster, fanout, keys, portability
+from .errors import domain_errors
+from .render import tenant_dict
 
-db_cli = AppGroup("db", help="Migrate the public schema (plans, tenants, API keys).")
 tenants_cli = AppGroup("tenants", help="Create and inspect tenants and their schemas.")
-
-
-def domain_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a known TenancyError into one line on stderr and exit status 1.
-
-    TenantContextError is a programming error, not a domain outcome: it keeps its traceback.
-    """
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except TenantContextError:
-            raise
-        except TenancyError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-
-    return wrapper
-
-
-def tenant_dict(tenant: Tenant | TenantRecord) -> dict[str, Any]:
-    return {
-        "slug": tenant.slug,
-        "name": tenant.name,
-        "schema_name": tenant.schema_name,
-        "plan": tenant.plan_name,
-        "status": tenant.status,
-        "schema_revision": tenant.schema_revision,
-        "created_at": tenant.created_at.isoformat(),
-    }
-
-
-# --- flask db ---------------------------------------------------------------
-
-
-@db_cli.command("upgrade")
-@click.argument("revision", default="head")
-def db_upgrade(revision: str) -> None:
-    """Upgrade the public schema to REVISION (default: head), in one transaction."""
-    public_migrations.upgrade(db.engine, revision)
-    click.echo(f"public schema at {revision}")
-
-
-@db_cli.command("downgrade")
-@click.argument("revision")
-def db_downgrade(revision: str) -> None:
-    """Downgrade the public schema to REVISION (e.g. -1 or base)."""
-    public_migrations.downgrade(db.engine, revision)
-    click.echo(f"public schema at {revision}")
-
-
-@db_cli.command("current")
-def db_current() -> None:
-    """Print the public schema's revision and the head."""
-    with db.engine.connect() as connection:
-        current = public_migrations.current_revision(connection)
-    click.echo(f"current: {current or '(none)'}  head: {public_migrations.head_revision()}")
-
-
-@db_cli.command("revision")
-@click.option("-m", "--message", required=True)
-@click.option("--autogenerate", is_flag=True, help="Compare the public models with the database.")
-def db_revision(message: str, autogenerate: bool) -> None:
-    """Create a public-schema migration."""
-    with public_migrations.migration_connection(db.engine) as connection:
-        command.revision(
-            public_migrations.public_config(connection), message=message, autogenerate=autogenerate
-        )
-
-
-@db_cli.command("check")
-def db_check() -> None:
-    """Exit 1 if the public models and the migrated database disagree."""
-    with public_migrations.migration_connection(db.engine) as connection:
-        command.check(public_migrations.public_config(connection))
-    click.echo("public models match the migrations")
-
-
-# --- flask tenants ----------------------------------------------------------
 
 
 @tenants_cli.command("create")
@@ -244,10 +160,8 @@ def tenants_revision(message: str, autogenerate: bool) -> None:
         connection.rollback()
 
 
-fanout_cli.register(tenants_cli)  # flask tenants migrate|status|check
-
-# Imported last: they use domain_errors and tenants_cli.
-# flask tenants keys create|list|revoke, flask tenants export|import
-from . import cluster_cli, keys_cli, portability_cli  # noqa: E402, F401, I001
-
-portability_cli.register(tenants_cli)
+# The rest of the group lives beside this module, one module per concern.
+tenants_cli.add_command(keys.keys_cli)  # flask tenants keys create|list|revoke
+fanout.register(tenants_cli)  # flask tenants migrate|status|check
+portability.register(tenants_cli)  # flask tenants export|import
+tenants_cli.add_command(cluster.tenants_move)  # flask tenants move
