@@ -8,19 +8,17 @@ and SIGTERM stops it with exit 0.
 
 The stack, through the proxy only (the one published port): ready, a tenant provisioned
 with the admin token, a create/list round trip with its key, the rate-limit counters
-in Redis, and the attack checks of tests/attacks.py when it is there.
+in Redis. What an attacker sends at the same stack: test_attacks.py.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from podman_stack import ROOT, Images, Stack, free_port, logs, podman, request, wait_for, wait_healthy
+from podman_stack import Images, Stack, free_port, logs, podman, request, wait_for, wait_healthy
 
 APP_UID = "10001"
 
@@ -141,41 +139,3 @@ def test_a_tenant_provisioned_through_the_proxy_round_trips(stack: Stack):
     # The tenant's request was counted in Redis (RATELIMIT_STORAGE_URI), not in each process.
     keys = podman("exec", stack.container("redis"), "redis-cli", "--scan").stdout.split()
     assert any(k.startswith("LIMITS:") for k in keys), keys
-
-
-# --- attack checks (tests/attacks.py) -------------------------------------------------
-#
-# tests/attacks.py holds checks against a running deployment: module-level functions
-# named check_*, each taking the stack's base URL (slow clients, chunked bodies,
-# malformed HTTP, ...). Each runs here against the stack above, through the proxy, and
-# the stack must still be ready afterwards. Checks that need more than the URL (SQL in
-# the stack's PostgreSQL, e.g. pg_terminate_backend during requests) take the ``stack``
-# fixture itself (Stack.psql, Stack.container) in a test module of this directory.
-
-ATTACKS = ROOT / "tests" / "attacks.py"
-
-
-def attack_checks() -> list[Callable[[str], object]]:
-    if not ATTACKS.exists():
-        return []
-    spec = importlib.util.spec_from_file_location("tenantry_attacks", ATTACKS)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return [getattr(module, name) for name in sorted(vars(module))
-            if name.startswith("check_") and callable(getattr(module, name))]
-
-
-@pytest.mark.parametrize("check", attack_checks() or [None], ids=lambda c: getattr(c, "__name__", "none"))
-def test_attack_checks_against_the_stack(stack: Stack, check: Callable[[str], object] | None):
-    if check is None:
-        pytest.skip(f"no check_* functions in {Path(ATTACKS).relative_to(ROOT)} (not there yet)")
-    check(stack.base_url)
-
-    def ready() -> bool:
-        try:
-            return stack.request("GET", "/readyz", timeout=5)[0] == 200
-        except OSError:
-            return False
-
-    wait_for(f"the stack ready again after {check.__name__}", ready, 60,
-             diagnose=lambda: logs(stack.container("proxy")) + logs(stack.container("app")))
