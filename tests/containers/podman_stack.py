@@ -166,6 +166,11 @@ class Images:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def image_id(name: str) -> str | None:
+    result = podman("image", "inspect", "--format", "{{.Id}}", name, check=False, timeout=60)
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
 @pytest.fixture(scope="session")
 def images(podman_ready: None) -> Images:
     """The base image (once per machine), then the stand-ins and the API image, in parallel."""
@@ -180,6 +185,7 @@ def images(podman_ready: None) -> Images:
                           "-t", APP_IMAGE, str(ROOT)]}
     for name, context in STAND_INS.items():
         builds[name] = ["build", "--format", "docker", "-t", name, str(context)]
+    before = {name: image_id(name) for name in builds}
     with tempfile.TemporaryDirectory(prefix="tenantry-builds-") as log_dir:
         running_builds = {}
         for name, args in builds.items():
@@ -199,6 +205,11 @@ def images(podman_ready: None) -> Images:
                 failures.append(f"podman build {name} exited {code}:\n{log.read()[-3000:]}")
             log.close()
     assert not failures, "\n".join(failures)
+    # The image each tag named before, when a build replaced it (not the cached layers the
+    # next build reuses; nor an image a container still uses: rmi without --force).
+    for name, old in before.items():
+        if old and image_id(name) != old:
+            podman("rmi", old, check=False, timeout=120)
     return Images(app=APP_IMAGE, stand_ins=list(STAND_INS), seconds=seconds)
 
 

@@ -138,4 +138,4 @@ def test_a_tenant_provisioned_through_the_proxy_round_trips(stack: Stack):
     assert stack.request("GET", "/v1/admin/tenants", "not-the-token")[0] == 401
     # The tenant's request was counted in Redis (RATELIMIT_STORAGE_URI), not in each process.
     keys = podman("exec", stack.container("redis"), "redis-cli", "--scan").stdout.split()
-    assert any(k.startswith("LIMITS:") for k in keys), keys
+    assert any(k.startswith("LIMITS:") for k in keys), f"{keys}\n{logs(stack.container('app'))}"
