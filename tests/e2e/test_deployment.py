@@ -189,7 +189,7 @@ def test_compose_fronts_the_app_with_the_proxy_and_keeps_rate_counters_in_redis(
     assert published == {"proxy": ["${TENANTRY_PORT:-8000}:8000"]}, published
     assert app["expose"] == ["8000"]
     assert proxy["volumes"] == ["./deploy/nginx.conf:/etc/nginx/nginx.conf:ro"]
-    assert proxy["depends_on"]["app"] == {"condition": "service_healthy"}
+    assert proxy["depends_on"]["app"] == {"condition": "service_healthy", "restart": True}
     conf = (ROOT / "deploy" / "nginx.conf").read_text()
     directives = [line.split("#")[0].split() for line in conf.splitlines()]
     # The official image runs nginx -g 'daemon off;': the same directive in the file is an error.
@@ -200,6 +200,7 @@ def test_compose_fronts_the_app_with_the_proxy_and_keeps_rate_counters_in_redis(
     uri = app["environment"]["RATELIMIT_STORAGE_URI"]
     [setting] = [s for s in SETTINGS if s.env == "RATELIMIT_STORAGE_URI"]
     assert setting.parse(uri) == uri and uri.startswith("redis://redis:")
+    assert "socket_timeout=" in uri and "socket_connect_timeout=" in uri  # fail over, never hang
     assert app["depends_on"]["redis"] == {"condition": "service_healthy"}
     assert redis["command"][:1] == ["redis-server"] and "--save" in redis["command"]
     assert "volumes" not in redis
