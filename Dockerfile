@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # Tenantry API image: gunicorn serving wsgi:app on port 8000, as a non-root user.
 #
 # Production contract (see docs/operations.md, Deploying):
@@ -33,19 +31,24 @@ RUN python -m venv /opt/venv
 
 WORKDIR /src
 
-# Dependencies first, so the layer is reused until the lock changes. Every file is
-# checked against its hash.
-COPY requirements.lock ./
-RUN pip install --require-hashes -r requirements.lock
+# Dependencies first, so the layers are reused until a lock changes. Every file is
+# checked against its hash: the runtime dependencies into the venv, the build backend
+# (hatchling and what it needs, requirements-build.lock) into a directory of its own,
+# so it never reaches the runtime image.
+COPY requirements.lock requirements-build.lock ./
+RUN pip install --require-hashes -r requirements.lock \
+    && pip install --require-hashes --target /opt/build-backend -r requirements-build.lock
 
-# The project itself (hatchling; packages app, migrations, tenant_migrations). Its
-# dependencies are already installed from the lock: --no-deps keeps pip from
-# resolving anything else.
+# The project itself (packages app, migrations, tenant_migrations). Its dependencies
+# are already installed from the lock: --no-deps keeps pip from resolving anything
+# else, and --no-build-isolation keeps it from fetching an unpinned hatchling into a
+# build environment of its own; it uses the one installed above (PYTHONPATH). Nothing
+# in this stage is then unpinned, and it builds offline once the locks' wheels are at hand.
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY migrations ./migrations
 COPY tenant_migrations ./tenant_migrations
-RUN pip install --no-deps .
+RUN PYTHONPATH=/opt/build-backend pip install --no-deps --no-build-isolation .
 
 # --- runtime: the venv, wsgi.py and nothing else -----------------------------------
 FROM ${PYTHON_IMAGE}

@@ -129,7 +129,11 @@ def test_base_and_service_images_are_pinned_by_version_and_digest():
     images = [python_image.partition("=")[2]]
     # Profile services (citus) are left out: their images cannot be pulled here to read a
     # digest, and nothing here runs them (compose.yaml says so); they are pinned by version.
-    images += [s["image"] for name, s in compose()["services"].items() if "build" not in s and "profiles" not in s]
+    # So is the API image, which the stack builds itself.
+    services = compose()["services"]
+    built = {s["image"] for s in services.values() if "build" in s}
+    images += [s["image"] for s in services.values() if s["image"] not in built and "profiles" not in s]
+    assert len(images) >= 5, images  # the base image, postgres, pgbouncer, redis, nginx
     for image in images:
         name, _, digest = image.partition("@sha256:")
         assert len(digest) == 64 and ":" in name and any(c.isdigit() for c in name.rpartition(":")[2]), image
@@ -159,8 +163,47 @@ def test_compose_migrates_straight_to_postgres_and_serves_through_pgbouncer():
     assert app["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
     assert app["depends_on"]["postgres"] == {"condition": "service_healthy"}
     assert migrate["restart"] == "no" and "command" not in app  # the app runs the image's CMD
-    for name in ("postgres", "pgbouncer", "app"):
+    for name in ("postgres", "pgbouncer", "app", "redis", "proxy"):
         assert service(name)["healthcheck"]["test"][0] == "CMD", name
+
+
+def test_compose_builds_the_api_image_once_and_the_other_services_run_it_without_pulling():
+    services = compose()["services"]
+    builders = [name for name, s in services.items() if "build" in s]
+    assert builders == ["migrate"], builders
+    image = services["migrate"]["image"]
+    # Built (from the layer cache when nothing changed), never looked up in a registry.
+    assert services["migrate"]["pull_policy"] == "build"
+    users = [name for name, s in services.items() if s.get("image") == image and "build" not in s]
+    assert {"app", "citus-migrate", "citus-app"} <= set(users), users
+    for name in users:
+        # docker compose would otherwise try to pull tenantry:local when it is missing.
+        assert services[name]["pull_policy"] == "never", name
+
+
+def test_compose_fronts_the_app_with_the_proxy_and_keeps_rate_counters_in_redis():
+    proxy, app, redis = service("proxy"), service("app"), service("redis")
+    # The proxy is the stack's only published port (configurable on the host side).
+    published = {name: s["ports"] for name, s in compose()["services"].items()
+                 if "ports" in s and "profiles" not in s}
+    assert published == {"proxy": ["${TENANTRY_PORT:-8000}:8000"]}, published
+    assert app["expose"] == ["8000"]
+    assert proxy["volumes"] == ["./deploy/nginx.conf:/etc/nginx/nginx.conf:ro"]
+    assert proxy["depends_on"]["app"] == {"condition": "service_healthy", "restart": True}
+    conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    directives = [line.split("#")[0].split() for line in conf.splitlines()]
+    # The official image runs nginx -g 'daemon off;': the same directive in the file is an error.
+    assert not any(words and words[0] == "daemon" for words in directives)
+    assert any(words[:1] == ["listen"] and words[1].rstrip(";") == "8000" for words in directives), conf
+    assert "app:8000" in conf
+    # Rate-limit counters in Redis, shared by every process; no persistence (counters only).
+    uri = app["environment"]["RATELIMIT_STORAGE_URI"]
+    [setting] = [s for s in SETTINGS if s.env == "RATELIMIT_STORAGE_URI"]
+    assert setting.parse(uri) == uri and uri.startswith("redis://redis:")
+    assert "socket_timeout=" in uri and "socket_connect_timeout=" in uri  # fail over, never hang
+    assert app["depends_on"]["redis"] == {"condition": "service_healthy"}
+    assert redis["command"][:1] == ["redis-server"] and "--save" in redis["command"]
+    assert "volumes" not in redis
 
 
 # --- running them ---------------------------------------------------------------------

@@ -30,8 +30,8 @@ def test_hadolint_passes_the_dockerfile():
     assert bad.returncode != 0 and "DL3007" in bad.stdout, bad.stdout + bad.stderr
 
 
-def test_yamllint_passes_compose_and_its_own_config():
-    result = run("yamllint", "--strict", "compose.yaml", ".yamllint.yaml")
+def test_yamllint_passes_the_compose_files_and_its_own_config():
+    result = run("yamllint", "--strict", "compose.yaml", ".ci/compose.local.yaml", ".yamllint.yaml")
     assert result.returncode == 0, result.stdout + result.stderr
     bad = run("yamllint", "--strict", "-c", ".yamllint.yaml", "-", stdin="services:\n  app:\n   image: x\n")
     assert bad.returncode != 0 and "indentation" in bad.stdout, bad.stdout + bad.stderr
