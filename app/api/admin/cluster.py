@@ -10,16 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from app.api.auth import require_admin
+from app.api.blueprints import AdminBlueprint
 from app.extensions import db
 from app.schemas.cluster import ClusterSchema, MoveResultSchema, MoveSchema
 from app.tenancy import cluster, placement
-from app.tenancy.errors import MoveFailed, PlacementRefused
+from app.tenancy.errors import InvalidSlug, MoveFailed, PlacementRefused, TenantNotFound
+from app.tenancy.naming import validate_slug
 
-blp = Blueprint("admin_cluster", __name__, url_prefix="/v1/admin", description="The Citus cluster (admin token).")
-blp.before_request(require_admin)
+blp = AdminBlueprint("admin_cluster", __name__, url_prefix="/v1/admin", description="The Citus cluster (admin token).")
 
 
 @blp.route("/cluster")
@@ -48,6 +47,10 @@ class TenantMove(MethodView):
 
         Synchronous: answers when the move is done (seconds for a small tenant).
         """
+        try:
+            validate_slug(slug)
+        except InvalidSlug:
+            raise TenantNotFound(slug) from None  # as for GET /v1/admin/tenants/{slug}: no tenant has it
         db.session.remove()  # the move runs on connections of its own; hold none meanwhile
         result = placement.move_tenant(db.engine, slug, body["node"], mode=body["mode"])
         if result.status != "moved":

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from app.api.auth import require_admin
+from app.api.blueprints import AdminBlueprint
 from app.extensions import db
 from app.schemas.common import PageQuerySchema
 from app.schemas.migrations import (
@@ -18,11 +17,10 @@ from app.schemas.migrations import (
 )
 from app.tenancy import ledger
 
-blp = Blueprint(
+blp = AdminBlueprint(
     "admin_migrations", __name__, url_prefix="/v1/admin/migrations",
     description="Runs of the tenant-migration fan-out and what they did to each schema (admin token).",
 )
-blp.before_request(require_admin)
 
 
 @blp.route("")

@@ -5,18 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from app.api.auth import require_admin
+from app.api.blueprints import AdminBlueprint
 from app.extensions import db
 from app.schemas.plans import PlanCreateSchema, PlanListSchema, PlanSchema, PlanUpdateSchema
 from app.services import plans as service
 
-blp = Blueprint(
+blp = AdminBlueprint(
     "admin_plans", __name__, url_prefix="/v1/admin/plans",
     description="Plans: what tenants may use and what it costs (admin token).",
 )
-blp.before_request(require_admin)
 
 
 @blp.route("")

@@ -6,10 +6,9 @@ from typing import Any
 
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from app import metrics
-from app.api.auth import require_admin
+from app.api.blueprints import AdminBlueprint
 from app.extensions import db, tenant_roles_active
 from app.schemas.tenants import (
     TenantCreatedSchema,
@@ -24,11 +23,10 @@ from app.tenancy import cluster, directory, lifecycle, placement
 from app.tenancy.migrations import head_revision
 from app.tenancy.provisioning import provision_tenant
 
-blp = Blueprint(
+blp = AdminBlueprint(
     "admin_tenants", __name__, url_prefix="/v1/admin/tenants",
     description="Platform operations on tenants (admin token).",
 )
-blp.before_request(require_admin)
 
 
 @blp.route("")

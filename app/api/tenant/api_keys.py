@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from app.api.auth import tenant_key_required
+from app.api.blueprints import TenantBlueprint
 from app.extensions import db
 from app.schemas.api_keys import (
     ApiKeyCreatedSchema,
@@ -17,11 +16,11 @@ from app.schemas.api_keys import (
 from app.schemas.common import PageQuerySchema
 from app.services import api_keys as service
 
-blp = Blueprint(
+blp = TenantBlueprint(
     "api_keys", __name__, url_prefix="/v1/api-keys",
     description="API keys of the tenant the (admin) API key belongs to.",
+    read="admin", write="admin",
 )
-blp.before_request(tenant_key_required(read="admin", write="admin"))
 
 
 @blp.route("")

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from app.api.auth import tenant_key_required
+from app.api.blueprints import TenantBlueprint
 from app.extensions import db
-from app.schemas.account import QuotaProblemSchema
+from app.schemas.problems import QuotaProblemSchema
 from app.schemas.repositories import (
+    RepositoryCreateSchema,
     RepositoryPageSchema,
     RepositoryQuerySchema,
     RepositorySchema,
@@ -18,11 +18,11 @@ from app.schemas.repositories import (
 )
 from app.services import repositories as service
 
-blp = Blueprint(
+blp = TenantBlueprint(
     "repositories", __name__, url_prefix="/v1/repositories",
     description="Repositories of the tenant the API key belongs to.",
+    read="viewer", write="member",
 )
-blp.before_request(tenant_key_required(read="viewer", write="member"))
 
 
 @blp.route("")
@@ -33,7 +33,7 @@ class Repositories(MethodView):
         """List repositories in id order (keyset pagination), optionally by ``enabled``."""
         return service.list_repositories(db.session(), **query)
 
-    @blp.arguments(RepositorySchema)
+    @blp.arguments(RepositoryCreateSchema)
     @blp.response(201, RepositorySchema)
     @blp.alt_response(409, description="github_repo_id exists already in this tenant.")
     @blp.alt_response(403, schema=QuotaProblemSchema,
