@@ -66,6 +66,13 @@ def test_the_roles_the_document_names_are_the_ones_the_server_checks(app, make_t
     assert_problem(client.get("/v1/api-keys", headers=as_viewer), 403, "forbidden")  # admin
 
 
+def test_every_operation_has_a_unique_operation_id(spec):
+    """A generated client's function names come from these, not from the paths."""
+    ids = [operation["operationId"] for _, _, operation in operations(spec)]
+    assert len(ids) == len(set(ids)) == len(list(operations(spec)))
+    assert spec["paths"]["/v1/repositories"]["post"]["operationId"] == "createRepository"
+
+
 def test_requests_and_responses_have_models_of_their_own(spec):
     schemas = spec["components"]["schemas"]
     create = resolve(spec, spec["paths"]["/v1/repositories"]["post"]["requestBody"]["content"]["application/json"]

@@ -19,6 +19,7 @@ blp = AdminBlueprint(
 
 @blp.route("")
 class PlatformAuditEvents(MethodView):
+    @blp.doc(operationId="listPlatformAuditEvents")
     @blp.arguments(PlatformAuditQuerySchema, location="query")
     @blp.response(200, PlatformAuditPageSchema)
     def get(self, query: dict[str, Any]):

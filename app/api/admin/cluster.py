@@ -23,6 +23,7 @@ blp = AdminBlueprint("admin_cluster", __name__, url_prefix="/v1/admin", descript
 
 @blp.route("/cluster")
 class Cluster(MethodView):
+    @blp.doc(operationId="getCluster")
     @blp.response(200, ClusterSchema)
     @blp.alt_response(409, description="The database is not a Citus coordinator.")
     def get(self):
@@ -36,6 +37,7 @@ class Cluster(MethodView):
 
 @blp.route("/tenants/<slug>/move")
 class TenantMove(MethodView):
+    @blp.doc(operationId="moveTenant")
     @blp.arguments(MoveSchema)
     @blp.response(200, MoveResultSchema)
     @blp.alt_response(404, description="No such tenant.")

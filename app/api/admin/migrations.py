@@ -25,6 +25,7 @@ blp = AdminBlueprint(
 
 @blp.route("")
 class MigrationRuns(MethodView):
+    @blp.doc(operationId="listMigrationRuns")
     @blp.arguments(PageQuerySchema, location="query")
     @blp.response(200, MigrationRunPageSchema)
     def get(self, query: dict[str, Any]):
@@ -34,6 +35,7 @@ class MigrationRuns(MethodView):
 
 @blp.route("/<int:run_id>")
 class MigrationRunById(MethodView):
+    @blp.doc(operationId="getMigrationRun")
     @blp.arguments(OutcomeQuerySchema, location="query")
     @blp.response(200, MigrationRunDetailSchema)
     @blp.alt_response(404, description="No run with this id.")

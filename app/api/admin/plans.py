@@ -19,11 +19,13 @@ blp = AdminBlueprint(
 
 @blp.route("")
 class Plans(MethodView):
+    @blp.doc(operationId="listPlans")
     @blp.response(200, PlanListSchema)
     def get(self):
         """Every plan, cheapest first."""
         return {"items": service.list_plans(db.session())}
 
+    @blp.doc(operationId="createPlan")
     @blp.arguments(PlanCreateSchema)
     @blp.response(201, PlanSchema)
     @blp.alt_response(409, description="A plan with this name exists already.")
@@ -34,11 +36,13 @@ class Plans(MethodView):
 
 @blp.route("/<name>")
 class PlanByName(MethodView):
+    @blp.doc(operationId="getPlan")
     @blp.response(200, PlanSchema)
     def get(self, name: str):
         """One plan."""
         return service.get_plan(db.session(), name)
 
+    @blp.doc(operationId="updatePlan")
     @blp.arguments(PlanUpdateSchema)
     @blp.response(200, PlanSchema)
     def patch(self, body: dict[str, Any], name: str):

@@ -18,6 +18,7 @@ blp = TenantBlueprint(
 
 @blp.route("")
 class CurrentTenant(MethodView):
+    @blp.doc(operationId="getCurrentTenant")
     @blp.response(200, CurrentTenantSchema)
     def get(self):
         """This tenant: slug, name, status, plan with its limits, and usage against each quota."""

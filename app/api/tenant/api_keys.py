@@ -25,12 +25,14 @@ blp = TenantBlueprint(
 
 @blp.route("")
 class ApiKeys(MethodView):
+    @blp.doc(operationId="listApiKeys")
     @blp.arguments(PageQuerySchema, location="query")
     @blp.response(200, ApiKeyPageSchema)
     def get(self, query: dict[str, Any]):
         """List keys in id order, revoked ones included; never their tokens."""
         return service.list_api_keys(db.session(), **query)
 
+    @blp.doc(operationId="createApiKey")
     @blp.arguments(ApiKeyCreateSchema)
     @blp.response(201, ApiKeyCreatedSchema)
     def post(self, body: dict[str, Any]):
@@ -40,6 +42,7 @@ class ApiKeys(MethodView):
 
 @blp.route("/<int:key_id>")
 class ApiKeyById(MethodView):
+    @blp.doc(operationId="revokeApiKey")
     @blp.response(204)
     @blp.alt_response(404, description="No such key in this tenant.")
     @blp.alt_response(409, description="Already revoked, or the tenant's last active admin key.")

@@ -20,6 +20,7 @@ blp = TenantBlueprint(
 
 @blp.route("")
 class AuditEvents(MethodView):
+    @blp.doc(operationId="listAuditEvents")
     @blp.arguments(AuditQuerySchema, location="query")
     @blp.response(200, AuditPageSchema)
     def get(self, query: dict[str, Any]):

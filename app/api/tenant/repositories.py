@@ -27,12 +27,14 @@ blp = TenantBlueprint(
 
 @blp.route("")
 class Repositories(MethodView):
+    @blp.doc(operationId="listRepositories")
     @blp.arguments(RepositoryQuerySchema, location="query")
     @blp.response(200, RepositoryPageSchema)
     def get(self, query: dict[str, Any]):
         """List repositories in id order (keyset pagination), optionally by ``enabled``."""
         return service.list_repositories(db.session(), **query)
 
+    @blp.doc(operationId="createRepository")
     @blp.arguments(RepositoryCreateSchema)
     @blp.response(201, RepositorySchema)
     @blp.alt_response(409, description="github_repo_id exists already in this tenant.")
@@ -45,17 +47,20 @@ class Repositories(MethodView):
 
 @blp.route("/<int:repository_id>")
 class RepositoryById(MethodView):
+    @blp.doc(operationId="getRepository")
     @blp.response(200, RepositorySchema)
     def get(self, repository_id: int):
         """One repository; another tenant's id is 404."""
         return service.get_repository(db.session(), repository_id)
 
+    @blp.doc(operationId="updateRepository")
     @blp.arguments(RepositoryUpdateSchema)
     @blp.response(200, RepositorySchema)
     def patch(self, body: dict[str, Any], repository_id: int):
         """Change owner, name and/or enabled."""
         return service.update_repository(db.session(), repository_id, body)
 
+    @blp.doc(operationId="deleteRepository")
     @blp.response(204)
     def delete(self, repository_id: int):
         """Disconnect a repository."""
