@@ -57,7 +57,7 @@ def _configure_api(app: Flask) -> None:
     from .api.inputs import AsciiIntegerConverter
     from .api.openapi import ProblemJsonPlugin
     from .api.tenant import account, api_keys, audit, repositories
-    from .schemas.common import ProblemSchema
+    from .schemas.problems import ProblemSchema
 
     app.url_map.converters["int"] = AsciiIntegerConverter  # before any route is registered
     app.config.update(
@@ -68,11 +68,8 @@ def _configure_api(app: Flask) -> None:
         OPENAPI_JSON_PATH="openapi.json",
     )
     rest_api.ERROR_SCHEMA = ProblemSchema
-    rest_api.init_app(app, spec_kwargs={
-        "extra_plugins": [ProblemJsonPlugin()],
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-    })
-    rest_api.spec.options["security"] = [{"bearer": []}]
+    # The security schemes, the roles and the problem responses: app.api.openapi.
+    rest_api.init_app(app, spec_kwargs={"extra_plugins": [ProblemJsonPlugin()]})
     for blueprint in (
         health.blp, tenants.blp, plans.blp, migrations.blp, admin_audit.blp, admin_cluster.blp,
         account.blp, repositories.blp, api_keys.blp, audit.blp,

@@ -145,3 +145,29 @@ def nginx(upstream: Server) -> Iterator[Server]:
     finally:
         _stop(process, grace=10)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextmanager
+def serve_in_thread(app) -> Iterator[str]:  # noqa: ANN001 - a Flask app
+    """``app`` served by werkzeug's threaded server on a free loopback port, in this process; its base URL.
+
+    For tests that need real HTTP against the app they already hold (its database, its
+    fixtures): shut down and joined on the way out.
+    """
+    import threading
+
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_request(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - one line per request: no
+            pass
+
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=Quiet)
+    thread = threading.Thread(target=server.serve_forever, name="tenantry-test-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

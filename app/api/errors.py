@@ -18,6 +18,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from app.pagination import InvalidCursor
+from app.schemas.problems import PROBLEM_BASE
 from app.services.errors import Conflict, NotFound, QuotaExceeded
 from app.tenancy.errors import (
     ApiKeyAlreadyRevoked,
@@ -41,7 +42,6 @@ from app.tenancy.errors import (
 
 log = logging.getLogger(__name__)
 
-PROBLEM_BASE = "https://tenantry.dev/problems/"
 PROBLEM_MIMETYPE = "application/problem+json"
 
 

@@ -12,30 +12,33 @@ from __future__ import annotations
 from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields
+from marshmallow import fields
 from werkzeug.exceptions import ServiceUnavailable
 
 from app import public_migrations
 from app.api import ratelimit
 from app.extensions import db
+from app.schemas.common import ResponseSchema
 from app.tenancy import cluster, directory
 from app.tenancy.migrations import head_revision
 
 blp = Blueprint("health", __name__, description="Liveness and readiness probes.")
 
 
-class ReadyNodeSchema(Schema):
+class ReadyNodeSchema(ResponseSchema):
     address = fields.String(metadata={"example": "10.0.0.5:5432"})
     role = fields.String(metadata={"description": "coordinator or worker"})
     active = fields.Boolean()
 
 
-class ReadyClusterSchema(Schema):
+class ReadyClusterSchema(ResponseSchema):
     citus_version = fields.String()
     nodes = fields.List(fields.Nested(ReadyNodeSchema))
 
 
-class ReadyRateLimitsSchema(Schema):
+class ReadyRateLimitsSchema(ResponseSchema):
+    OPTIONAL = frozenset({"detail"})
+
     storage = fields.String(metadata={"description": "RATELIMIT_STORAGE_URI's scheme: memory or redis."})
     shared = fields.Boolean(metadata={
         "description": "Whether every worker process counts in the same place (false with memory://, "
@@ -43,8 +46,14 @@ class ReadyRateLimitsSchema(Schema):
     detail = fields.String(metadata={"description": "Present when shared is false: what that allows."})
 
 
-class HealthSchema(Schema):
-    status = fields.String()
+class HealthSchema(ResponseSchema):
+    status = fields.String(metadata={"enum": ["ok"]})
+
+
+class ReadySchema(ResponseSchema):
+    OPTIONAL = frozenset({"cluster"})
+
+    status = fields.String(metadata={"enum": ["ready"]})
     public_revision = fields.String(allow_none=True)
     public_head = fields.String(allow_none=True)
     tenant_head = fields.String(metadata={"description": "Head of the tenant migration stream."})
@@ -59,7 +68,7 @@ class HealthSchema(Schema):
 
 @blp.route("/healthz")
 class Health(MethodView):
-    @blp.doc(security=[])  # the probes need no credentials
+    @blp.doc(operationId="checkLiveness", security=[])  # the probes need no credentials
     @blp.response(200, HealthSchema)
     def get(self):
         """The process is up; touches nothing else."""
@@ -68,8 +77,8 @@ class Health(MethodView):
 
 @blp.route("/readyz")
 class Ready(MethodView):
-    @blp.doc(security=[])
-    @blp.response(200, HealthSchema)
+    @blp.doc(operationId="checkReadiness", security=[])
+    @blp.response(200, ReadySchema)
     @blp.alt_response(503, description="Database unreachable or public schema behind head.")
     def get(self):
         """Ready to serve: the database answers and the public schema is at head.

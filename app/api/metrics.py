@@ -23,7 +23,7 @@ blp = Blueprint("metrics", __name__, description="Prometheus metrics.")
 
 @blp.route("/metrics")
 class Metrics(MethodView):
-    @blp.doc(security=[], responses={"200": {
+    @blp.doc(operationId="getMetrics", security=[], responses={"200": {
         "description": "Prometheus text exposition format 0.0.4.",
         "content": {"text/plain": {"schema": {"type": "string"}}},
     }})

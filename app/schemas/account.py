@@ -1,31 +1,23 @@
 """Tenant API: the calling tenant, its plan and its usage against each quota."""
 
-from marshmallow import Schema, fields
+from marshmallow import fields
 
-from .common import ProblemSchema
+from .common import ResponseSchema
 from .plans import PlanLimitsSchema
 
 
-class QuotaUsageSchema(Schema):
+class QuotaUsageSchema(ResponseSchema):
     used = fields.Integer()
     limit = fields.Integer(allow_none=True, metadata={"description": "Null: unlimited."})
 
 
-class TenantUsageSchema(Schema):
+class TenantUsageSchema(ResponseSchema):
     repositories = fields.Nested(QuotaUsageSchema)
 
 
-class CurrentTenantSchema(Schema):
+class CurrentTenantSchema(ResponseSchema):
     slug = fields.String()
     name = fields.String()
-    status = fields.String()
+    status = fields.String(metadata={"enum": ["active", "suspended"]})
     plan = fields.Nested(PlanLimitsSchema)
     usage = fields.Nested(TenantUsageSchema, metadata={"description": "What the tenant uses of each quota."})
-
-
-class QuotaProblemSchema(ProblemSchema):
-    """403 ``quota-exceeded``: the problem document with the quota, its limit and the usage."""
-
-    quota = fields.String(metadata={"example": "repositories"})
-    limit = fields.Integer()
-    usage = fields.Integer()

@@ -5,23 +5,23 @@ from marshmallow import Schema, fields, validate
 from app.models.public import API_KEY_ROLES
 from app.tenancy.api_keys import NAME_MAX
 
-from .common import PageSchema
+from .common import PageSchema, ResponseSchema
 
 
-class ApiKeySchema(Schema):
+class ApiKeySchema(ResponseSchema):
     """A key as listed: never its token, never its hash."""
 
-    id = fields.Integer(dump_only=True)
-    prefix = fields.String(dump_only=True, metadata={"description": "The public part of the token."})
-    name = fields.String(allow_none=True, dump_only=True)
-    role = fields.String(dump_only=True, metadata={"enum": list(API_KEY_ROLES)})
-    created_at = fields.DateTime(dump_only=True)
+    id = fields.Integer()
+    prefix = fields.String(metadata={"description": "The public part of the token."})
+    name = fields.String(allow_none=True)
+    role = fields.String(metadata={"enum": list(API_KEY_ROLES)})
+    created_at = fields.DateTime()
     # dump_default: a key just issued has neither yet.
     last_used_at = fields.DateTime(
-        allow_none=True, dump_only=True, dump_default=None,
+        allow_none=True, dump_default=None,
         metadata={"description": "Refreshed at most once a minute: up to 60 s behind the last use."},
     )
-    revoked_at = fields.DateTime(allow_none=True, dump_only=True, dump_default=None)
+    revoked_at = fields.DateTime(allow_none=True, dump_default=None)
 
 
 class ApiKeyCreateSchema(Schema):
@@ -31,7 +31,7 @@ class ApiKeyCreateSchema(Schema):
 
 class ApiKeyCreatedSchema(ApiKeySchema):
     token = fields.String(
-        dump_only=True, metadata={"description": "tnt_<prefix>_<secret>: shown this once, only its hash is kept."}
+        metadata={"description": "tnt_<prefix>_<secret>: shown this once, only its hash is kept."}
     )
 
 

@@ -1,8 +1,8 @@
 """Audit trail: tenant events (tenant admins) and platform events (the admin API)."""
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import ValidationError, fields, validate, validates_schema
 
-from .common import PageQuerySchema, PageSchema
+from .common import PageQuerySchema, PageSchema, ResponseSchema
 
 
 class AuditQuerySchema(PageQuerySchema):
@@ -26,7 +26,7 @@ class PlatformAuditQuerySchema(AuditQuerySchema):
     tenant = fields.String(validate=validate.Length(min=1, max=40), metadata={"description": "A tenant slug."})
 
 
-class AuditEventSchema(Schema):
+class AuditEventSchema(ResponseSchema):
     id = fields.Integer()
     occurred_at = fields.DateTime()
     action = fields.String()
@@ -38,7 +38,7 @@ class AuditEventSchema(Schema):
     changes = fields.Dict(allow_none=True, metadata={"description": "before/after of the fields that changed."})
 
 
-class PlatformAuditEventSchema(Schema):
+class PlatformAuditEventSchema(ResponseSchema):
     id = fields.Integer()
     occurred_at = fields.DateTime()
     actor = fields.String(metadata={"example": "admin-api"})

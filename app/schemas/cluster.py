@@ -6,10 +6,10 @@ from marshmallow import Schema, fields, validate
 
 from app.tenancy.placement import MODES
 
-from .common import FullMatch
+from .common import NODE_PATTERN, FullMatch, ResponseSchema
 
 
-class NodeSchema(Schema):
+class NodeSchema(ResponseSchema):
     node_id = fields.Integer()
     address = fields.String(metadata={"example": "10.0.0.5:5432"})
     host = fields.String()
@@ -21,7 +21,7 @@ class NodeSchema(Schema):
     bytes = fields.Integer()
 
 
-class ClusterSchema(Schema):
+class ClusterSchema(ResponseSchema):
     citus_version = fields.String()
     schema_sharding = fields.Boolean()
     tenants = fields.Integer()
@@ -31,12 +31,12 @@ class ClusterSchema(Schema):
 
 
 class MoveSchema(Schema):
-    node = fields.String(required=True, validate=FullMatch(r"^[^:\s]+:[0-9]{1,5}$"),
+    node = fields.String(required=True, validate=FullMatch(NODE_PATTERN),
                          metadata={"example": "10.0.0.6:5432", "description": "The worker, HOST:PORT."})
     mode = fields.String(load_default="auto", validate=validate.OneOf(MODES))
 
 
-class MoveResultSchema(Schema):
+class MoveResultSchema(ResponseSchema):
     slug = fields.String()
     source = fields.String()
     target = fields.String()

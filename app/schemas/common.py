@@ -1,10 +1,17 @@
-"""Shapes shared by every endpoint: the problem document, pagination, strict inputs."""
+"""Shapes shared by every endpoint: response bodies, pagination, strict inputs.
+
+Inputs are as strict as the document says: a JSON boolean is ``true`` or ``false``
+(never ``0``, ``1`` or ``"yes"``), an integer is a JSON integer (never ``"5"``, ``5.0``
+or ``true``: ``fields.Integer(strict=True)``), a string a JSON string (marshmallow's
+``String`` already refuses numbers). In a query string every value is text: a boolean
+is spelled ``true`` or ``false``, an integer in ASCII digits.
+"""
 
 import re
 import unicodedata
-from typing import Any, overload
+from typing import Any, ClassVar, overload
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 
 class FullMatch(validate.Regexp):
@@ -29,6 +36,12 @@ class FullMatch(validate.Regexp):
         return value
 
 
+#: A Citus node, ``HOST:PORT``: a host name or IPv4 address. Spelled out (no ``\s``) so that
+#: Python and the JSON Schema (ECMA-262) dialect of the document read it the same way:
+#: Python's ``\s`` also matches U+001C-U+001F, ECMA's does not.
+NODE_PATTERN = r"^[A-Za-z0-9._-]+:[0-9]{1,5}$"
+
+
 class AsciiInteger(fields.Integer):
     """An integer written in ASCII digits only.
 
@@ -42,6 +55,62 @@ class AsciiInteger(fields.Integer):
         if isinstance(value, str) and self._ASCII.fullmatch(value) is None:
             raise self.make_error("invalid")
         return super()._deserialize(value, attr, data, **kwargs)
+
+
+class StrictBoolean(fields.Boolean):
+    """A JSON boolean: ``true`` or ``false`` only.
+
+    ``fields.Boolean`` takes ``0``, ``1``, ``"yes"``, ``"off"`` … (and ``truthy={True}``
+    would still take ``1``, which equals ``True`` in Python), so ``{"enabled": 0}`` was
+    stored as false although the document says boolean.
+    """
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> bool:
+        if value is True or value is False:
+            return value
+        raise self.make_error("invalid", input=value)
+
+
+class QueryBoolean(fields.Boolean):
+    """A boolean in a query string: ``true`` or ``false``, as the document (and any client) spells it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(truthy={"true"}, falsy={"false"}, **kwargs)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> bool:
+        if value in ("true", "false"):
+            return value == "true"
+        raise self.make_error("invalid", input=value)
+
+
+class ResponseSchema(Schema):
+    """A response body: every field is always sent, so every field is ``required`` in the document.
+
+    A field that a response may leave out is named in ``OPTIONAL`` (and says when in its
+    description). A field that is sent as ``null`` is still required: ``allow_none``
+    makes it nullable, not optional. Generated clients then need no ``Unset`` checks
+    for what is always there.
+    """
+
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset()
+
+    def on_bind_field(self, field_name: str, field_obj: fields.Field) -> None:
+        field_obj.required = field_name not in self.OPTIONAL
+
+
+class PatchSchema(Schema):
+    """A partial update: any of the fields, and at least one.
+
+    ``{}`` changes nothing and is refused (422); the document says so with
+    ``minProperties: 1`` (added by ``app.api.openapi.ProblemJsonPlugin``).
+    """
+
+    MIN_PROPERTIES: ClassVar[int] = 1
+
+    @validates_schema
+    def _not_empty(self, data: dict[str, Any], **_: Any) -> None:
+        if not data:
+            raise ValidationError(f"Send at least one of: {', '.join(self.load_fields)}.")
 
 
 def has_visible_character(value: str) -> bool:
@@ -66,22 +135,17 @@ class Visible(validate.Validator):
 NOT_BLANK = Visible()
 
 
-class ProblemSchema(Schema):
-    """Should match the body built by ``app.api.errors.problem``."""
-
-    type = fields.String(required=True, metadata={"example": "https://tenantry.dev/problems/not-found"})
-    title = fields.String(required=True)
-    status = fields.Integer(required=True)
-    detail = fields.String(required=True)
-    errors = fields.Dict(
-        keys=fields.String(), values=fields.Raw(), metadata={"description": "Messages per field."}
-    )
-
-
 class PageQuerySchema(Schema):
     limit = AsciiInteger(load_default=50, validate=validate.Range(min=1, max=200))
-    cursor = fields.String(load_default=None, metadata={"description": "next_cursor of the previous page."})
+    cursor = fields.String(metadata={
+        "description": "next_cursor of the previous page; absent or empty: the first page."})
+
+    @post_load
+    def _first_page(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        """An absent or empty cursor both mean the first page (``cursor=None`` for the services)."""
+        data["cursor"] = data.get("cursor") or None
+        return data
 
 
-class PageSchema(Schema):
+class PageSchema(ResponseSchema):
     next_cursor = fields.String(allow_none=True, metadata={"description": "Null on the last page."})

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from marshmallow import Schema, fields, validate
+from marshmallow import fields, validate
 
 from app.models.public import OUTCOME_STATUSES, RUN_STATUSES
 
-from .common import PageQuerySchema, PageSchema
+from .common import PageQuerySchema, PageSchema, ResponseSchema
 
 
-class MigrationCountsSchema(Schema):
+class MigrationCountsSchema(ResponseSchema):
     selected = fields.Integer(metadata={"description": "Tenants the run looked at."})
     migrated = fields.Integer()
     current = fields.Integer(metadata={"description": "At the target already."})
@@ -20,7 +20,7 @@ class MigrationCountsSchema(Schema):
     remaining = fields.Integer(metadata={"description": "Left for a later run by --batch."})
 
 
-class MigrationRunSchema(Schema):
+class MigrationRunSchema(ResponseSchema):
     id = fields.Integer()
     status = fields.String(metadata={"enum": list(RUN_STATUSES)})
     target_revision = fields.String(metadata={"description": "'base' when the run emptied the schemas."})
@@ -42,7 +42,7 @@ class MigrationRunPageSchema(PageSchema):
     items = fields.List(fields.Nested(MigrationRunSchema))
 
 
-class MigrationOutcomeSchema(Schema):
+class MigrationOutcomeSchema(ResponseSchema):
     tenant_slug = fields.String()
     status = fields.String(metadata={"enum": list(OUTCOME_STATUSES)})
     from_revision = fields.String(allow_none=True)

@@ -1,8 +1,8 @@
 """Admin API: plans, their limits and prices."""
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, fields, validate
 
-from .common import FullMatch
+from .common import FullMatch, PatchSchema, ResponseSchema
 
 #: Limits and prices are PostgreSQL ``integer`` columns.
 INT_MAX = 2**31 - 1
@@ -12,19 +12,21 @@ PLAN_NAME = FullMatch(
     error="Lowercase letters, digits, '_' and '-', starting with a letter, at most 40 characters.",
 )
 
+_MAX_REPOSITORIES = "Repositories a tenant may connect; null: unlimited."
+_RATE_LIMIT = "Tenant API requests per minute, all keys and endpoints together; null: unlimited."
+
 
 def _max_repositories(**kwargs):
     return fields.Integer(
         strict=True, allow_none=True, validate=validate.Range(min=0, max=INT_MAX),
-        metadata={"description": "Repositories a tenant may connect; null: unlimited."}, **kwargs,
+        metadata={"description": _MAX_REPOSITORIES}, **kwargs,
     )
 
 
 def _rate_limit(**kwargs):
     return fields.Integer(
         strict=True, allow_none=True, validate=validate.Range(min=1, max=INT_MAX),
-        metadata={"description": "Tenant API requests per minute, all keys and endpoints together; "
-                                 "null: unlimited."}, **kwargs,
+        metadata={"description": _RATE_LIMIT}, **kwargs,
     )
 
 
@@ -32,17 +34,17 @@ def _price(**kwargs):
     return fields.Integer(strict=True, validate=validate.Range(min=0, max=INT_MAX), **kwargs)
 
 
-class PlanLimitsSchema(Schema):
+class PlanLimitsSchema(ResponseSchema):
     """A plan as its tenants see it (``GET /v1/tenant``)."""
 
-    name = fields.String(dump_only=True)
-    max_repositories = _max_repositories(dump_only=True)
-    rate_limit_per_minute = _rate_limit(dump_only=True)
-    monthly_price_cents = _price(dump_only=True)
+    name = fields.String()
+    max_repositories = fields.Integer(allow_none=True, metadata={"description": _MAX_REPOSITORIES})
+    rate_limit_per_minute = fields.Integer(allow_none=True, metadata={"description": _RATE_LIMIT})
+    monthly_price_cents = fields.Integer()
 
 
 class PlanSchema(PlanLimitsSchema):
-    created_at = fields.DateTime(dump_only=True)
+    created_at = fields.DateTime()
 
 
 class PlanCreateSchema(Schema):
@@ -54,19 +56,13 @@ class PlanCreateSchema(Schema):
     monthly_price_cents = _price(required=True)
 
 
-class PlanUpdateSchema(Schema):
+class PlanUpdateSchema(PatchSchema):
     """Partial update. The name is the plan's identity (tenants are created with it) and cannot change."""
 
     max_repositories = _max_repositories()
     rate_limit_per_minute = _rate_limit()
     monthly_price_cents = _price()
 
-    @validates_schema
-    def _not_empty(self, data, **kwargs):
-        if not data:
-            raise ValidationError("Send at least one of: max_repositories, rate_limit_per_minute, "
-                                  "monthly_price_cents.")
 
-
-class PlanListSchema(Schema):
+class PlanListSchema(ResponseSchema):
     items = fields.List(fields.Nested(PlanSchema))

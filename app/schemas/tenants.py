@@ -2,36 +2,51 @@
 
 from marshmallow import Schema, fields, validate
 
-from .common import NOT_BLANK, FullMatch, PageQuerySchema, PageSchema
+from .common import (
+    NODE_PATTERN,
+    NOT_BLANK,
+    FullMatch,
+    PageQuerySchema,
+    PageSchema,
+    PatchSchema,
+    QueryBoolean,
+    ResponseSchema,
+)
+
+_PLAN = "A plan's name (GET /v1/admin/plans); an unknown plan is 422 validation-error naming `plan`."
 
 
 class TenantCreateSchema(Schema):
     # The slug's rules live in app.tenancy.naming (one source); here only its type.
-    slug = fields.String(required=True, metadata={"example": "acme", "pattern": "^[a-z][a-z0-9_]{1,39}$"})
+    slug = fields.String(required=True, metadata={
+        "example": "acme", "pattern": "^[a-z][a-z0-9_]{1,39}$",
+        "description": "Lowercase letters, digits and '_', starting with a letter; a few names are reserved "
+                       "(422 validation-error naming `slug`)."})
     name = fields.String(required=True, validate=[validate.Length(min=1, max=200), NOT_BLANK])
-    plan = fields.String(load_default="free", validate=validate.Length(min=1, max=40))
-    node = fields.String(validate=FullMatch(r"^[^:\s]+:[0-9]{1,5}$"), metadata={
+    plan = fields.String(load_default="free", validate=validate.Length(min=1, max=40),
+                         metadata={"description": _PLAN})
+    node = fields.String(validate=FullMatch(NODE_PATTERN), metadata={
         "example": "10.0.0.6:5432",
         "description": "On Citus: the worker (HOST:PORT) to place the tenant on. The tenant is provisioned "
                        "(one transaction), then its empty schema moved there; 409 before anything is created "
                        "when the node is unknown or the database is not Citus."})
 
 
-class TenantUpdateSchema(Schema):
+class TenantUpdateSchema(PatchSchema):
     name = fields.String(validate=[validate.Length(min=1, max=200), NOT_BLANK])
-    plan = fields.String(validate=validate.Length(min=1, max=40))
+    plan = fields.String(validate=validate.Length(min=1, max=40), metadata={"description": _PLAN})
     status = fields.String(
         validate=validate.OneOf(["active", "suspended"]),
         metadata={"description": "suspended: every request with the tenant's keys gets 403 until resumed."},
     )
 
 
-class TenantSchema(Schema):
+class TenantSchema(ResponseSchema):
     slug = fields.String()
     name = fields.String()
     schema_name = fields.String()
     plan = fields.String(attribute="plan_name")
-    status = fields.String()
+    status = fields.String(metadata={"enum": ["active", "suspended"]})
     schema_revision = fields.String(allow_none=True)
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
@@ -43,14 +58,14 @@ class TenantDetailSchema(TenantSchema):
                        "PostgreSQL or while the schema is not distributed."})
 
 
-class IssuedKeySchema(Schema):
+class IssuedKeySchema(ResponseSchema):
     id = fields.Integer()
     prefix = fields.String()
-    role = fields.String()
+    role = fields.String(metadata={"enum": ["admin"]})
     token = fields.String(metadata={"description": "The secret. Shown this once; only a hash is stored."})
 
 
-class TenantCreatedSchema(Schema):
+class TenantCreatedSchema(ResponseSchema):
     tenant = fields.Nested(TenantSchema)
     api_key = fields.Nested(IssuedKeySchema, attribute="admin_key")
     node = fields.String(allow_none=True, metadata={
@@ -66,7 +81,7 @@ class TenantQuerySchema(PageQuerySchema):
         validate=validate.Length(min=1, max=64),
         metadata={"description": "Only tenants whose schema is at exactly this revision."},
     )
-    behind = fields.Boolean(
+    behind = QueryBoolean(
         metadata={"description": "true: only tenants whose schema is not at the tenant stream's head "
                                  "(none recorded included); false: only those at head."},
     )

@@ -172,7 +172,8 @@ def test_injection_in_slugs_ids_query_and_headers_is_refused(client, world):
         probe.send("get", f"/v1/audit-events?action={quoted}", headers=a.auth, expect=empty_page_or_422)
         for path in ("/v1/repositories", "/v1/api-keys", "/v1/admin/tenants", "/v1/admin/migrations"):
             headers = ADMIN if path.startswith("/v1/admin") else a.auth
-            probe.send("get", f"{path}?cursor={quoted}", headers=headers, expect=422)
+            # An empty cursor is the first page (as documented); any other one not issued is 422.
+            probe.send("get", f"{path}?cursor={quoted}", headers=headers, expect=422 if payload else 200)
             probe.send("get", f"{path}?limit={quoted}", headers=headers, expect=422)
         probe.send("get", f"/v1/repositories?enabled={quoted}", headers=a.auth, expect=422)
         probe.send("get", f"/v1/audit-events?since={quoted}", headers=a.auth, expect=422)

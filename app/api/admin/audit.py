@@ -5,22 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from app.api.auth import require_admin
+from app.api.blueprints import AdminBlueprint
 from app.extensions import db
 from app.schemas.audit import PlatformAuditPageSchema, PlatformAuditQuerySchema
 from app.tenancy import audit
 
-blp = Blueprint(
+blp = AdminBlueprint(
     "admin_audit_events", __name__, url_prefix="/v1/admin/audit-events",
     description="The platform audit trail (admin token).",
 )
-blp.before_request(require_admin)
 
 
 @blp.route("")
 class PlatformAuditEvents(MethodView):
+    @blp.doc(operationId="listPlatformAuditEvents")
     @blp.arguments(PlatformAuditQuerySchema, location="query")
     @blp.response(200, PlatformAuditPageSchema)
     def get(self, query: dict[str, Any]):

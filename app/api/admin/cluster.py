@@ -10,20 +10,20 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from app.api.auth import require_admin
+from app.api.blueprints import AdminBlueprint
 from app.extensions import db
 from app.schemas.cluster import ClusterSchema, MoveResultSchema, MoveSchema
 from app.tenancy import cluster, placement
-from app.tenancy.errors import MoveFailed, PlacementRefused
+from app.tenancy.errors import InvalidSlug, MoveFailed, PlacementRefused, TenantNotFound
+from app.tenancy.naming import validate_slug
 
-blp = Blueprint("admin_cluster", __name__, url_prefix="/v1/admin", description="The Citus cluster (admin token).")
-blp.before_request(require_admin)
+blp = AdminBlueprint("admin_cluster", __name__, url_prefix="/v1/admin", description="The Citus cluster (admin token).")
 
 
 @blp.route("/cluster")
 class Cluster(MethodView):
+    @blp.doc(operationId="getCluster")
     @blp.response(200, ClusterSchema)
     @blp.alt_response(409, description="The database is not a Citus coordinator.")
     def get(self):
@@ -37,6 +37,7 @@ class Cluster(MethodView):
 
 @blp.route("/tenants/<slug>/move")
 class TenantMove(MethodView):
+    @blp.doc(operationId="moveTenant")
     @blp.arguments(MoveSchema)
     @blp.response(200, MoveResultSchema)
     @blp.alt_response(404, description="No such tenant.")
@@ -48,6 +49,10 @@ class TenantMove(MethodView):
 
         Synchronous: answers when the move is done (seconds for a small tenant).
         """
+        try:
+            validate_slug(slug)
+        except InvalidSlug:
+            raise TenantNotFound(slug) from None  # as for GET /v1/admin/tenants/{slug}: no tenant has it
         db.session.remove()  # the move runs on connections of its own; hold none meanwhile
         result = placement.move_tenant(db.engine, slug, body["node"], mode=body["mode"])
         if result.status != "moved":

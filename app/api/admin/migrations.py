@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from app.api.auth import require_admin
+from app.api.blueprints import AdminBlueprint
 from app.extensions import db
 from app.schemas.common import PageQuerySchema
 from app.schemas.migrations import (
@@ -18,15 +17,15 @@ from app.schemas.migrations import (
 )
 from app.tenancy import ledger
 
-blp = Blueprint(
+blp = AdminBlueprint(
     "admin_migrations", __name__, url_prefix="/v1/admin/migrations",
     description="Runs of the tenant-migration fan-out and what they did to each schema (admin token).",
 )
-blp.before_request(require_admin)
 
 
 @blp.route("")
 class MigrationRuns(MethodView):
+    @blp.doc(operationId="listMigrationRuns")
     @blp.arguments(PageQuerySchema, location="query")
     @blp.response(200, MigrationRunPageSchema)
     def get(self, query: dict[str, Any]):
@@ -36,6 +35,7 @@ class MigrationRuns(MethodView):
 
 @blp.route("/<int:run_id>")
 class MigrationRunById(MethodView):
+    @blp.doc(operationId="getMigrationRun")
     @blp.arguments(OutcomeQuerySchema, location="query")
     @blp.response(200, MigrationRunDetailSchema)
     @blp.alt_response(404, description="No run with this id.")

@@ -5,27 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from app.api.auth import require_admin
+from app.api.blueprints import AdminBlueprint
 from app.extensions import db
 from app.schemas.plans import PlanCreateSchema, PlanListSchema, PlanSchema, PlanUpdateSchema
 from app.services import plans as service
 
-blp = Blueprint(
+blp = AdminBlueprint(
     "admin_plans", __name__, url_prefix="/v1/admin/plans",
     description="Plans: what tenants may use and what it costs (admin token).",
 )
-blp.before_request(require_admin)
 
 
 @blp.route("")
 class Plans(MethodView):
+    @blp.doc(operationId="listPlans")
     @blp.response(200, PlanListSchema)
     def get(self):
         """Every plan, cheapest first."""
         return {"items": service.list_plans(db.session())}
 
+    @blp.doc(operationId="createPlan")
     @blp.arguments(PlanCreateSchema)
     @blp.response(201, PlanSchema)
     @blp.alt_response(409, description="A plan with this name exists already.")
@@ -36,11 +36,13 @@ class Plans(MethodView):
 
 @blp.route("/<name>")
 class PlanByName(MethodView):
+    @blp.doc(operationId="getPlan")
     @blp.response(200, PlanSchema)
     def get(self, name: str):
         """One plan."""
         return service.get_plan(db.session(), name)
 
+    @blp.doc(operationId="updatePlan")
     @blp.arguments(PlanUpdateSchema)
     @blp.response(200, PlanSchema)
     def patch(self, body: dict[str, Any], name: str):

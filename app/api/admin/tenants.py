@@ -6,10 +6,9 @@ from typing import Any
 
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from app import metrics
-from app.api.auth import require_admin
+from app.api.blueprints import AdminBlueprint
 from app.extensions import db, tenant_roles_active
 from app.schemas.tenants import (
     TenantCreatedSchema,
@@ -24,15 +23,15 @@ from app.tenancy import cluster, directory, lifecycle, placement
 from app.tenancy.migrations import head_revision
 from app.tenancy.provisioning import provision_tenant
 
-blp = Blueprint(
+blp = AdminBlueprint(
     "admin_tenants", __name__, url_prefix="/v1/admin/tenants",
     description="Platform operations on tenants (admin token).",
 )
-blp.before_request(require_admin)
 
 
 @blp.route("")
 class Tenants(MethodView):
+    @blp.doc(operationId="listTenants")
     @blp.arguments(TenantQuerySchema, location="query")
     @blp.response(200, TenantPageSchema)
     def get(self, query: dict[str, Any]):
@@ -43,6 +42,7 @@ class Tenants(MethodView):
             query["behind"] = behind
         return directory.list_tenants(db.session(), **query)
 
+    @blp.doc(operationId="createTenant")
     @blp.arguments(TenantCreateSchema)
     @blp.response(201, TenantCreatedSchema)
     @blp.alt_response(409, description="The slug is taken, or the requested node cannot take the tenant.")
@@ -73,6 +73,7 @@ class Tenants(MethodView):
 
 @blp.route("/<slug>")
 class TenantBySlug(MethodView):
+    @blp.doc(operationId="getTenant")
     @blp.response(200, TenantDetailSchema)
     def get(self, slug: str):
         """One tenant (on Citus, with the node holding its schema)."""
@@ -84,6 +85,7 @@ class TenantBySlug(MethodView):
         return {"node": node, **{name: getattr(tenant, name) for name in TenantSchema().fields if name != "plan"},
                 "plan_name": tenant.plan_name}
 
+    @blp.doc(operationId="updateTenant")
     @blp.arguments(TenantUpdateSchema)
     @blp.response(200, TenantSchema)
     def patch(self, body: dict[str, Any], slug: str):
@@ -94,6 +96,7 @@ class TenantBySlug(MethodView):
         """
         return lifecycle.update_tenant(db.session(), slug, **body)
 
+    @blp.doc(operationId="deleteTenant")
     @blp.response(204)
     @blp.alt_response(409, description="The tenant is being migrated or provisioned, or its tables are in use.")
     def delete(self, slug: str):

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from app.api.auth import tenant_key_required
+from app.api.blueprints import TenantBlueprint
 from app.extensions import db
 from app.schemas.account import CurrentTenantSchema
 from app.services import account, quotas
 
-blp = Blueprint(
+blp = TenantBlueprint(
     "tenant_account", __name__, url_prefix="/v1/tenant",
     description="The tenant the API key belongs to.",
+    read="viewer", write="admin",
 )
-blp.before_request(tenant_key_required(read="viewer", write="admin"))
 
 
 @blp.route("")
 class CurrentTenant(MethodView):
+    @blp.doc(operationId="getCurrentTenant")
     @blp.response(200, CurrentTenantSchema)
     def get(self):
         """This tenant: slug, name, status, plan with its limits, and usage against each quota."""

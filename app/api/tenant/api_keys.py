@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from app.api.auth import tenant_key_required
+from app.api.blueprints import TenantBlueprint
 from app.extensions import db
 from app.schemas.api_keys import (
     ApiKeyCreatedSchema,
@@ -17,21 +16,23 @@ from app.schemas.api_keys import (
 from app.schemas.common import PageQuerySchema
 from app.services import api_keys as service
 
-blp = Blueprint(
+blp = TenantBlueprint(
     "api_keys", __name__, url_prefix="/v1/api-keys",
     description="API keys of the tenant the (admin) API key belongs to.",
+    read="admin", write="admin",
 )
-blp.before_request(tenant_key_required(read="admin", write="admin"))
 
 
 @blp.route("")
 class ApiKeys(MethodView):
+    @blp.doc(operationId="listApiKeys")
     @blp.arguments(PageQuerySchema, location="query")
     @blp.response(200, ApiKeyPageSchema)
     def get(self, query: dict[str, Any]):
         """List keys in id order, revoked ones included; never their tokens."""
         return service.list_api_keys(db.session(), **query)
 
+    @blp.doc(operationId="createApiKey")
     @blp.arguments(ApiKeyCreateSchema)
     @blp.response(201, ApiKeyCreatedSchema)
     def post(self, body: dict[str, Any]):
@@ -41,6 +42,7 @@ class ApiKeys(MethodView):
 
 @blp.route("/<int:key_id>")
 class ApiKeyById(MethodView):
+    @blp.doc(operationId="revokeApiKey")
     @blp.response(204)
     @blp.alt_response(404, description="No such key in this tenant.")
     @blp.alt_response(409, description="Already revoked, or the tenant's last active admin key.")

@@ -5,22 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from app.api.auth import tenant_key_required
+from app.api.blueprints import TenantBlueprint
 from app.extensions import db
 from app.schemas.audit import AuditPageSchema, AuditQuerySchema
 from app.tenancy import audit
 
-blp = Blueprint(
+blp = TenantBlueprint(
     "audit_events", __name__, url_prefix="/v1/audit-events",
     description="The tenant's audit trail: every change made through the tenant API (admin keys).",
+    read="admin", write="admin",
 )
-blp.before_request(tenant_key_required(read="admin", write="admin"))
 
 
 @blp.route("")
 class AuditEvents(MethodView):
+    @blp.doc(operationId="listAuditEvents")
     @blp.arguments(AuditQuerySchema, location="query")
     @blp.response(200, AuditPageSchema)
     def get(self, query: dict[str, Any]):

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from app.api.auth import tenant_key_required
+from app.api.blueprints import TenantBlueprint
 from app.extensions import db
-from app.schemas.account import QuotaProblemSchema
+from app.schemas.problems import QuotaProblemSchema
 from app.schemas.repositories import (
+    RepositoryCreateSchema,
     RepositoryPageSchema,
     RepositoryQuerySchema,
     RepositorySchema,
@@ -18,22 +18,24 @@ from app.schemas.repositories import (
 )
 from app.services import repositories as service
 
-blp = Blueprint(
+blp = TenantBlueprint(
     "repositories", __name__, url_prefix="/v1/repositories",
     description="Repositories of the tenant the API key belongs to.",
+    read="viewer", write="member",
 )
-blp.before_request(tenant_key_required(read="viewer", write="member"))
 
 
 @blp.route("")
 class Repositories(MethodView):
+    @blp.doc(operationId="listRepositories")
     @blp.arguments(RepositoryQuerySchema, location="query")
     @blp.response(200, RepositoryPageSchema)
     def get(self, query: dict[str, Any]):
         """List repositories in id order (keyset pagination), optionally by ``enabled``."""
         return service.list_repositories(db.session(), **query)
 
-    @blp.arguments(RepositorySchema)
+    @blp.doc(operationId="createRepository")
+    @blp.arguments(RepositoryCreateSchema)
     @blp.response(201, RepositorySchema)
     @blp.alt_response(409, description="github_repo_id exists already in this tenant.")
     @blp.alt_response(403, schema=QuotaProblemSchema,
@@ -45,17 +47,20 @@ class Repositories(MethodView):
 
 @blp.route("/<int:repository_id>")
 class RepositoryById(MethodView):
+    @blp.doc(operationId="getRepository")
     @blp.response(200, RepositorySchema)
     def get(self, repository_id: int):
         """One repository; another tenant's id is 404."""
         return service.get_repository(db.session(), repository_id)
 
+    @blp.doc(operationId="updateRepository")
     @blp.arguments(RepositoryUpdateSchema)
     @blp.response(200, RepositorySchema)
     def patch(self, body: dict[str, Any], repository_id: int):
         """Change owner, name and/or enabled."""
         return service.update_repository(db.session(), repository_id, body)
 
+    @blp.doc(operationId="deleteRepository")
     @blp.response(204)
     def delete(self, repository_id: int):
         """Disconnect a repository."""
