@@ -128,6 +128,46 @@ MALFORMED: dict[str, bytes] = {
 }
 
 
+def chunked_body_failures(host: str, port: int, token: str) -> list[str]:
+    """Chunked bodies against ``POST /v1/repositories`` as ``token``'s tenant (which must have
+    no repository with github_repo_id 7): each must meet the rules a body with a
+    Content-Length meets. What came back otherwise, one line each; afterwards the tenant
+    has exactly one repository, named ``chunked``."""
+    small = json.dumps({"github_repo_id": 7, "owner": "octo", "name": "chunked"}).encode()
+    big = json.dumps({"github_repo_id": 8, "owner": "octo", "name": "x", "pad": "a" * (3 << 20)}).encode()
+    path = "/v1/repositories"
+    cases = [
+        # A valid JSON body padded with 2 MiB of whitespace: too large, however little of it is JSON.
+        ("53 bytes of JSON + 2 MiB of whitespace", [small] + [b" " * 65536] * 32, "application/json", 413),
+        ("3 MiB of JSON", [big[i:i + 65536] for i in range(0, len(big), 65536)], "application/json", 413),
+        ("text/plain", [b"hello"], "text/plain", 415),
+        ("no content type", [small], None, 415),
+        ("not JSON", [b"{nope"], "application/json", 400),
+        # Nothing above was stored; a chunked body within the rules is accepted like any other.
+        ("valid JSON in two chunks", [small[:20], small[20:]], "application/json", 201),
+    ]
+    failures = []
+    for what, chunks, content_type, status in cases:
+        reply = chunked(host, port, "POST", path, chunks, content_type=content_type, token=token)
+        if reply.status != status or (status >= 400 and reply.content_type != "application/problem+json"):
+            failures.append(f"{what}: {reply.status} {reply.content_type} {reply.body[:200]!r}")
+    return failures
+
+
+def malformed_failures(host: str, port: int) -> list[str]:
+    """Each of :data:`MALFORMED`: what came back that is not a 4xx problem+json, one line each."""
+    failures = []
+    for what, request in MALFORMED.items():
+        reply = raw(host, port, request)
+        ok = 400 <= reply.status < 500 and reply.content_type == "application/problem+json"
+        if ok:
+            problem = reply.json()
+            ok = problem["status"] == reply.status and problem["type"].startswith("https://tenantry.dev/problems/")
+        if not ok:
+            failures.append(f"{what}: {reply.status} {reply.content_type!r} {reply.body[:120]!r}")
+    return failures
+
+
 # --- slow and idle clients -------------------------------------------------------------------
 
 

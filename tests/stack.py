@@ -58,6 +58,16 @@ def status_of(port: int, path: str, timeout: float = 5) -> int:
         return 0
 
 
+def redis_answers(host: str = "127.0.0.1", port: int = 6379) -> bool:
+    """Whether a Redis answers PING there (.ci/run starts one on 127.0.0.1:6379)."""
+    try:
+        with socket.create_connection((host, port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
 def _stop(process: subprocess.Popen, grace: float = 20) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)

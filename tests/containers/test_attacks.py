@@ -11,13 +11,12 @@ After each attack the stack must still be ready.
 from __future__ import annotations
 
 import http.client
-import json
 import threading
 import time
 
 from podman_stack import Stack, logs, wait_for
 
-from tests.attacks import MALFORMED, chunked, control_request, hold_slow_clients, raw
+from tests.attacks import MALFORMED, chunked_body_failures, control_request, hold_slow_clients, malformed_failures
 
 HOST = "127.0.0.1"
 
@@ -64,26 +63,7 @@ def test_idle_and_slowloris_connections_do_not_stall_another_tenant(stack: Stack
 def test_a_chunked_body_meets_the_same_size_and_type_rules(stack: Stack):
     port = port_of(stack)
     token = new_tenant(stack, "chunked")
-    small = json.dumps({"github_repo_id": 7, "owner": "octo", "name": "chunked"}).encode()
-    failures = []
-
-    def expect(what: str, reply, status: int) -> None:
-        if reply.status != status or reply.content_type != "application/problem+json" and status >= 400:
-            failures.append(f"{what}: {reply.status} {reply.content_type} {reply.body[:200]!r}")
-
-    padded = [small] + [b" " * 65536] * 32
-    expect("53 bytes of JSON + 2 MiB of whitespace",
-           chunked(HOST, port, "POST", "/v1/repositories", padded, token=token), 413)
-    big = json.dumps({"github_repo_id": 8, "owner": "octo", "name": "x", "pad": "a" * (3 << 20)}).encode()
-    expect("3 MiB of JSON", chunked(HOST, port, "POST", "/v1/repositories",
-                                    [big[i:i + 65536] for i in range(0, len(big), 65536)], token=token), 413)
-    expect("text/plain", chunked(HOST, port, "POST", "/v1/repositories", [b"hello"], content_type="text/plain",
-                                 token=token), 415)
-    expect("no content type", chunked(HOST, port, "POST", "/v1/repositories", [small], content_type=None,
-                                      token=token), 415)
-    expect("not JSON", chunked(HOST, port, "POST", "/v1/repositories", [b"{nope"], token=token), 400)
-    expect("valid JSON in two chunks", chunked(HOST, port, "POST", "/v1/repositories", [small[:20], small[20:]],
-                                               token=token), 201)
+    failures = chunked_body_failures(HOST, port, token)
     assert not failures, "\n".join(failures)
     status, body = stack.request("GET", "/v1/repositories", token)
     assert status == 200 and [r["name"] for r in body["items"]] == ["chunked"], body
@@ -92,15 +72,7 @@ def test_a_chunked_body_meets_the_same_size_and_type_rules(stack: Stack):
 
 def test_requests_the_http_parser_refuses_are_problem_json(stack: Stack):
     port = port_of(stack)
-    failures = []
-    for what, request in MALFORMED.items():
-        reply = raw(HOST, port, request)
-        ok = 400 <= reply.status < 500 and reply.content_type == "application/problem+json"
-        if ok:
-            problem = reply.json()
-            ok = problem["status"] == reply.status and problem["type"].startswith("https://tenantry.dev/problems/")
-        if not ok:
-            failures.append(f"{what}: {reply.status} {reply.content_type!r} {reply.body[:120]!r}")
+    failures = malformed_failures(HOST, port)
     assert not failures, f"{len(failures)} of {len(MALFORMED)} through the proxy:\n" + "\n".join(failures)
     assert_ready_again(stack, "the malformed requests")
 

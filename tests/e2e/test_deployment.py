@@ -33,6 +33,7 @@ from sqlalchemy.engine import make_url
 
 from app.config import SETTINGS
 from app.testing import ADMIN_TOKEN, fresh_database
+from tests.stack import status_of
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -392,7 +393,7 @@ def test_the_shipped_workers_do_not_restart_together_under_even_load(migrated, d
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             deadline = time.monotonic() + 60
-            while len(workers_of(process.pid)) < 3 or _status(port, "/readyz") != 200:
+            while len(workers_of(process.pid)) < 3 or status_of(port, "/readyz") != 200:
                 assert process.poll() is None, log_path.read_text()
                 assert time.monotonic() < deadline, "gunicorn did not get ready:\n" + log_path.read_text()
                 time.sleep(0.2)
@@ -403,7 +404,7 @@ def test_the_shipped_workers_do_not_restart_together_under_even_load(migrated, d
             def send(count: int) -> None:
                 for _ in range(count):
                     started = time.monotonic()
-                    statuses.append(_status(port, "/healthz"))
+                    statuses.append(status_of(port, "/healthz"))
                     latencies.append(time.monotonic() - started)
 
             threads = [threading.Thread(target=send, args=(750,)) for _ in range(6)]
@@ -426,16 +427,3 @@ def test_the_shipped_workers_do_not_restart_together_under_even_load(migrated, d
     assert after == before, "workers were replaced:\n" + log_path.read_text()[-2000:]
     assert max(latencies) < 1.0, max(latencies)
 
-
-def _status(port: int, path: str) -> int:
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        try:
-            conn.request("GET", path)
-            response = conn.getresponse()
-            response.read()
-            return response.status
-        finally:
-            conn.close()
-    except OSError:
-        return 0

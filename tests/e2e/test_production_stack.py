@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -24,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from app.testing import ADMIN_TOKEN
-from tests.attacks import MALFORMED, chunked, control_request, hold_slow_clients, raw
-from tests.stack import Server, gunicorn, nginx, nginx_binary
+from tests.attacks import MALFORMED, chunked_body_failures, control_request, hold_slow_clients, malformed_failures
+from tests.stack import Server, gunicorn, nginx, nginx_binary, redis_answers
 
 pytestmark = [
     pytest.mark.db,
@@ -100,28 +99,7 @@ def test_idle_and_slowloris_connections_do_not_stall_another_tenant(proxied):
 def test_a_chunked_body_meets_the_same_size_and_type_rules(front, served, proxied):
     port = served.port if front == "gunicorn" else proxied.port
     token = new_tenant(port, f"chunk_{front}")
-    small = json.dumps({"github_repo_id": 7, "owner": "octo", "name": "chunked"}).encode()
-    failures = []
-
-    def expect(what: str, reply, status: int) -> None:
-        if reply.status != status or reply.content_type != "application/problem+json" and status >= 400:
-            failures.append(f"{what}: {reply.status} {reply.content_type} {reply.body[:200]!r}")
-
-    # A valid JSON body padded with 2 MiB of whitespace: too large, however little of it is JSON.
-    padded = [small] + [b" " * 65536] * 32
-    expect("53 bytes of JSON + 2 MiB of whitespace", chunked(HOST, port, "POST", "/v1/repositories", padded,
-                                                            token=token), 413)
-    big = json.dumps({"github_repo_id": 8, "owner": "octo", "name": "x", "pad": "a" * (3 << 20)}).encode()
-    expect("3 MiB of JSON", chunked(HOST, port, "POST", "/v1/repositories",
-                                    [big[i:i + 65536] for i in range(0, len(big), 65536)], token=token), 413)
-    expect("text/plain", chunked(HOST, port, "POST", "/v1/repositories", [b"hello"], content_type="text/plain",
-                                 token=token), 415)
-    expect("no content type", chunked(HOST, port, "POST", "/v1/repositories", [small], content_type=None,
-                                      token=token), 415)
-    expect("not JSON", chunked(HOST, port, "POST", "/v1/repositories", [b"{nope"], token=token), 400)
-    # Nothing above was stored; a chunked body within the rules is accepted like any other.
-    expect("valid JSON in two chunks", chunked(HOST, port, "POST", "/v1/repositories", [small[:20], small[20:]],
-                                               token=token), 201)
+    failures = chunked_body_failures(HOST, port, token)
     assert not failures, "\n".join(failures)
     status, _, body = call(port, "GET", "/v1/repositories", token)
     assert status == 200 and [r["name"] for r in json.loads(body)["items"]] == ["chunked"], body
@@ -133,28 +111,12 @@ def test_a_chunked_body_meets_the_same_size_and_type_rules(front, served, proxie
 @pytest.mark.parametrize("front", ["gunicorn", "nginx"])
 def test_requests_the_http_parser_refuses_are_problem_json(front, served, proxied):
     port = served.port if front == "gunicorn" else proxied.port
-    failures = []
-    for what, request in MALFORMED.items():
-        reply = raw(HOST, port, request)
-        ok = 400 <= reply.status < 500 and reply.content_type == "application/problem+json"
-        if ok:
-            problem = reply.json()
-            ok = problem["status"] == reply.status and problem["type"].startswith("https://tenantry.dev/problems/")
-        if not ok:
-            failures.append(f"{what}: {reply.status} {reply.content_type!r} {reply.body[:120]!r}")
+    failures = malformed_failures(HOST, port)
     assert not failures, f"{len(failures)} of {len(MALFORMED)} through {front}:\n" + "\n".join(failures)
 
 
 # --- item 3: rate-limit counts and worker restarts --------------------------------------------
 
-
-def redis_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 def spend(port: int, token: str, requests: int, threads: int = 4) -> list[int]:

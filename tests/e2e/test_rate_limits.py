@@ -13,6 +13,7 @@ from sqlalchemy import text
 from app.models.public import Tenant
 from app.tenancy import api_keys
 from app.testing import assert_problem
+from tests.stack import redis_answers
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -110,14 +111,6 @@ def logged(caplog, event: str) -> bool:
     """Whether a record with this ``event`` was logged during the test."""
     return any(getattr(record, "event", None) == event for record in caplog.records)
 
-
-def redis_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 @pytest.fixture
