@@ -12,6 +12,8 @@
 # - INSTANCE_PATH points at a writable scratch directory (/tmp/tenantry); nothing in
 #   production mode keeps state there.
 # - ADMIN_TOKEN enables /v1/admin/*; unset, the admin API refuses every call.
+# - SECRET_KEY signs the operator console's session cookies: required while the console
+#   is on (CONSOLE_ENABLED, the default); gunicorn refuses to start without it.
 # - gunicorn's settings (PORT, WEB_CONCURRENCY, GUNICORN_THREADS, timeouts, ...) come
 #   from the environment through gunicorn.conf.py; see docs/configuration.md.
 #

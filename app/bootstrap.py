@@ -27,7 +27,7 @@ log = logging.getLogger("app")
 class _OrderedJSON(DefaultJSONProvider):
     sort_keys = False  # responses keep the order their schema gives, not alphabetical
 
-__all__ = ["build_app"]
+__all__ = ["build_app", "building_for_a_command"]
 
 
 def build_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -41,7 +41,7 @@ def build_app(config: Mapping[str, Any] | None = None) -> Flask:
     values = settings.defaults()
     given = settings.from_env() if config is None else config
     values.update(given)
-    if "LOG_LEVEL" not in given and _building_for_a_command():
+    if "LOG_LEVEL" not in given and building_for_a_command():
         values["LOG_LEVEL"] = "WARNING"  # a command's output comes first; LOG_LEVEL=INFO brings the rest back
     settings.validate(values)  # combinations, and values given as a mapping: fail before anything starts
     instance = settings.instance_path(values["INSTANCE_PATH"])
@@ -63,7 +63,7 @@ def build_app(config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def _building_for_a_command() -> bool:
+def building_for_a_command() -> bool:
     """Whether a ``flask`` command other than ``run`` (the development server) builds the app.
 
     Such a command prints what it did; log lines at INFO (the role layer's decision,
@@ -105,11 +105,14 @@ def _configure_database(app: Flask) -> None:
 
 
 def _prepare_development(app: Flask, instance: Path) -> None:
-    """Embedded mode only: migrate the public schema and make sure an admin token exists."""
+    """Embedded mode only: migrate the public schema, make sure an admin token and a secret key exist."""
     from . import public_migrations
 
     with app.app_context():
         public_migrations.upgrade(db.engine)
+    if not app.config.get("SECRET_KEY"):
+        # The console's session cookies are signed with it: kept, so a restart keeps operators signed in.
+        app.config["SECRET_KEY"] = _kept_secret(instance / "secret_key", secrets.token_urlsafe(48))
     if app.config.get("ADMIN_TOKEN"):
         return
     token_file = instance / "admin_token"
@@ -117,11 +120,18 @@ def _prepare_development(app: Flask, instance: Path) -> None:
         app.config["ADMIN_TOKEN"] = token_file.read_text().strip()
         log.info("development admin token: see %s", token_file)
         return
-    token = "adm_" + secrets.token_urlsafe(32)
-    token_file.touch(mode=0o600)
-    token_file.write_text(token + "\n")
+    token = _kept_secret(token_file, "adm_" + secrets.token_urlsafe(32))
     app.config["ADMIN_TOKEN"] = token
     print(
         f"\n  Development admin token (shown once, kept in {token_file}):\n    {token}\n",
         file=sys.stderr,
     )
+
+
+def _kept_secret(path: Path, new: str) -> str:
+    """The secret kept in ``path`` (owner-only), written there first when there is none."""
+    if path.exists():
+        return path.read_text().strip()
+    path.touch(mode=0o600)
+    path.write_text(new + "\n")
+    return new

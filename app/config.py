@@ -137,6 +137,18 @@ def _jwt_leeway(raw: str) -> int:
     return value
 
 
+#: The console's session cookie is signed with HMAC-SHA1 by itsdangerous over a key derived
+#: from SECRET_KEY: a short secret would be guessable offline from any cookie.
+SECRET_KEY_MIN_BYTES = 32
+
+
+def _secret_key(raw: str) -> str:
+    if len(raw.encode()) < SECRET_KEY_MIN_BYTES:
+        raise ValueError(f"must be at least {SECRET_KEY_MIN_BYTES} bytes (python -c 'import secrets; "
+                         "print(secrets.token_urlsafe(32))')")
+    return raw
+
+
 def _one_of(*choices: str) -> Callable[[str], str]:
     """A parser for a word among ``choices`` (any case, surrounding spaces ignored)."""
     listed = ", ".join(choices[:-1]) + " or " + choices[-1]
@@ -226,11 +238,20 @@ SETTINGS: tuple[Setting, ...] = (
             "When set, the iss every JWT must carry."),
     Setting("JWT_LEEWAY", "JWT_LEEWAY", _jwt_leeway, 30,
             "Seconds of clock skew allowed on a JWT's exp, nbf and iat (0 to 300)."),
+    Setting("CONSOLE_ENABLED", "CONSOLE_ENABLED", _flag, True,
+            "Serve the operator console at /console/ (off: no such route)."),
+    Setting("SECRET_KEY", "SECRET_KEY", _secret_key, None,
+            "Signs the console's session cookie (at least 32 bytes). Required with DATABASE_URL set while "
+            "the console is on; unset in embedded mode: generated once into INSTANCE_PATH/secret_key.",
+            secret=True),
+    Setting("CONSOLE_IDLE_MINUTES", "CONSOLE_IDLE_MINUTES", _positive_int, 30,
+            "Minutes without a request after which a console session ends."),
 )
 
 #: Settings checked again by :func:`validate`: they may arrive as a mapping, not the environment.
 _REVALIDATED = (
-    "LOG_FORMAT", "TENANT_BASE_DOMAIN", "JWT_SECRET", "JWT_PUBLIC_KEY", "JWT_AUDIENCE", "JWT_ISSUER", "JWT_LEEWAY",
+    "LOG_FORMAT", "SECRET_KEY", "TENANT_BASE_DOMAIN",
+    "JWT_SECRET", "JWT_PUBLIC_KEY", "JWT_AUDIENCE", "JWT_ISSUER", "JWT_LEEWAY",
 )
 
 

@@ -1,7 +1,7 @@
 """The application factory: the app of :mod:`app.bootstrap`, plus blueprints, error handlers and CLI.
 
 ``create_app()`` is the entry point: nothing is configured, connected or started at
-import time. This module sits above both interfaces (:mod:`app.api`, :mod:`app.cli`)
+import time. This module sits above the interfaces (:mod:`app.api`, :mod:`app.console`, :mod:`app.cli`)
 and wires them in; neither imports it back.
 """
 
@@ -36,6 +36,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, http: bool = True) ->
     if http:
         _configure_api(app)
         _configure_requests(app)
+        _configure_console(app)
 
     from .cli.cluster import cluster_cli
     from .cli.db import db_cli
@@ -81,6 +82,15 @@ def _configure_api(app: Flask) -> None:
             metrics.instrument_pool(db.engine)
     errors.register(app)
     ratelimit.init_app(app)
+
+
+def _configure_console(app: Flask) -> None:
+    """The operator console (CONSOLE_ENABLED): HTML forms, so the API's JSON-body rule skips it."""
+    from . import console
+    from .api.inputs import accept_forms
+
+    console.init_app(app)
+    accept_forms(app, console.BLUEPRINT)
 
 
 def _configure_requests(app: Flask) -> None:

@@ -65,6 +65,8 @@ from app.tenancy.naming import quote_ident, quote_role
 from app.tenancy.provisioning import ProvisionedTenant, provision_tenant
 
 ADMIN_TOKEN = "test-admin-token"  # noqa: S105 - a fixture value, not a secret
+#: Signs the console's session cookies in test apps and servers (SECRET_KEY).
+SECRET_KEY = "test-secret-key-for-console-sessions-only"  # noqa: S105 - a fixture value
 
 
 # --- the server ---------------------------------------------------------------------
@@ -165,6 +167,7 @@ def make_test_app(database_url: str, **overrides: Any) -> Flask:
         "TESTING": True,
         "SQLALCHEMY_DATABASE_URI": database_url,
         "ADMIN_TOKEN": ADMIN_TOKEN,
+        "SECRET_KEY": SECRET_KEY,
         "LOG_LEVEL": "WARNING",
         "INSTANCE_PATH": tempfile.gettempdir(),
         # CI runs the suite with the role layer on and off (docs/security.md).

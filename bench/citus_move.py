@@ -39,7 +39,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for bench.common
 
 from app.config import SETTINGS
-from app.testing import ADMIN_TOKEN
+from app.testing import ADMIN_TOKEN, SECRET_KEY
 from bench.common import ROOT, provision_tenants, scratch_database
 
 #: github_repo_id of every POST: unique per tenant is required (409 otherwise).
@@ -56,7 +56,8 @@ class Server:
     def __init__(self, url: str, tmp: Path) -> None:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in {s.env for s in SETTINGS}}
-        env.update({"DATABASE_URL": url, "ADMIN_TOKEN": ADMIN_TOKEN, "INSTANCE_PATH": str(tmp),
+        env.update({"DATABASE_URL": url, "ADMIN_TOKEN": ADMIN_TOKEN, "SECRET_KEY": SECRET_KEY,
+                    "INSTANCE_PATH": str(tmp),
                     "LOG_LEVEL": "WARNING", "WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "4",
                     "GUNICORN_MAX_REQUESTS": "0", "PORT": str(self.port)})
         self.env = env

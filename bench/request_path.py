@@ -185,6 +185,7 @@ def server_env(url: str, workdir: Path, args: argparse.Namespace, **extra: str) 
     env = {k: v for k, v in os.environ.items() if k not in {s.env for s in SETTINGS}}
     env.update({
         "DATABASE_URL": url,
+        "SECRET_KEY": "bench-secret-key-for-console-sessions-only",  # the console is on, as deployed
         "INSTANCE_PATH": str(workdir),
         "LOG_LEVEL": "WARNING",
         "WEB_CONCURRENCY": str(args.workers),

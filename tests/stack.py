@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import SETTINGS
-from app.testing import ADMIN_TOKEN
+from app.testing import ADMIN_TOKEN, SECRET_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
@@ -102,6 +102,7 @@ def gunicorn(database_url: str, tmp_path: Path, ready: str = "/readyz", root: Pa
     env.update({
         "DATABASE_URL": database_url,
         "ADMIN_TOKEN": ADMIN_TOKEN,
+        "SECRET_KEY": SECRET_KEY,
         "INSTANCE_PATH": str(tmp_path / "instance"),
         "PORT": str(port),
         "LOG_LEVEL": "WARNING",

@@ -1,7 +1,8 @@
 """The request's input, checked once before any view runs: what the views must never see.
 
 - A POST, PUT or PATCH body is JSON (``application/json`` or ``application/*+json``),
-  else 415.
+  else 415; except on the blueprints the app factory names in :func:`accept_forms`
+  (the operator console posts HTML forms).
 - The body is parsed here with the decoder webargs uses: a body that does not parse
   is 400, and so is one that Python's decoder cannot hold (nested deeper than the
   recursion limit, an integer of more than 4,300 digits), which would otherwise escape
@@ -25,7 +26,7 @@ import json
 import re
 from typing import Any
 
-from flask import request
+from flask import Flask, current_app, request
 from werkzeug.exceptions import BadRequest, NotFound, UnprocessableEntity, UnsupportedMediaType
 from werkzeug.routing import IntegerConverter
 
@@ -37,6 +38,15 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 def unstorable(value: str) -> bool:
     """Whether PostgreSQL (through psycopg) could not store ``value`` as text."""
     return _UNSTORABLE.search(value) is not None
+
+
+#: Where the app keeps the names of blueprints whose bodies are forms (:func:`accept_forms`).
+FORM_BLUEPRINTS = "tenantry_form_blueprints"
+
+
+def accept_forms(app: Flask, blueprint: str) -> None:
+    """Let ``blueprint``'s views take form bodies: the JSON rule of :func:`check_request` skips them."""
+    app.extensions.setdefault(FORM_BLUEPRINTS, set()).add(blueprint)
 
 
 def check_request() -> None:
@@ -52,7 +62,7 @@ def check_request() -> None:
     }
     if bad_args:
         messages["query"] = bad_args
-    if request.method in BODY_METHODS:
+    if request.method in BODY_METHODS and request.blueprint not in current_app.extensions.get(FORM_BLUEPRINTS, ()):
         if request.content_length and not request.is_json:
             raise UnsupportedMediaType("Send the body as application/json.")
         if request.is_json:

@@ -280,7 +280,8 @@ def stack(images: Images) -> Iterator[Stack]:
         env.pop(name, None)
     admin_token = secrets.token_urlsafe(24)
     postgres_password = secrets.token_hex(16)  # goes into URLs: letters and digits only
-    env.update(POSTGRES_PASSWORD=postgres_password, ADMIN_TOKEN=admin_token, TENANTRY_PORT=str(port))
+    env.update(POSTGRES_PASSWORD=postgres_password, ADMIN_TOKEN=admin_token, TENANTRY_PORT=str(port),
+               SECRET_KEY=secrets.token_urlsafe(32))
     # No pod: in one, every container would share one network namespace, and app and
     # proxy both listen on 8000.
     cmd = [compose, "--in-pod", "false", "-p", project, "-f", str(ROOT / "compose.yaml"), "-f", str(LOCAL_COMPOSE)]

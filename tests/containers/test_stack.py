@@ -63,7 +63,8 @@ def smoke(images: Images) -> Iterator[Smoke]:
                           images.app, "sh", "-c", "flask db upgrade && flask db current", check=False, timeout=180)
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr
         podman("run", "-d", "--name", f"{name}-app", "--network", name, "-e", f"DATABASE_URL={database_url}",
-               "-e", "ADMIN_TOKEN=smoke-admin-token", "-p", f"127.0.0.1:{port}:8000", images.app)
+               "-e", "ADMIN_TOKEN=smoke-admin-token",
+               "-e", "SECRET_KEY=smoke-secret-key-for-console-sessions", "-p", f"127.0.0.1:{port}:8000", images.app)
         yield Smoke(network=name, database_url=database_url, app=f"{name}-app",
                     base_url=f"http://127.0.0.1:{port}", migrated=migrated.stdout)
     finally:

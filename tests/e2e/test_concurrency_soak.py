@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from app.config import SETTINGS
-from app.testing import ADMIN_TOKEN
+from app.testing import ADMIN_TOKEN, SECRET_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -190,6 +190,7 @@ def gunicorn(app, tenantry_database_url, tmp_path) -> Iterator[Http]:
     env.update({
         "DATABASE_URL": tenantry_database_url,
         "ADMIN_TOKEN": ADMIN_TOKEN,
+        "SECRET_KEY": SECRET_KEY,
         "INSTANCE_PATH": str(tmp_path),
         "LOG_LEVEL": "WARNING",
         "DB_POOL_SIZE": "4",

@@ -32,7 +32,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from app.config import SETTINGS
-from app.testing import ADMIN_TOKEN, fresh_database
+from app.testing import ADMIN_TOKEN, SECRET_KEY, fresh_database
 from tests.stack import status_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -327,7 +327,8 @@ def workers_of(pid: int) -> list[int]:
 def test_the_image_cmd_serves_checks_health_and_stops_gracefully(migrated, deploy_database, tmp_path):
     assert migrated.returncode == 0, migrated.stderr
     port = free_port()
-    env = container_env(tmp_path, DATABASE_URL=deploy_database, ADMIN_TOKEN=ADMIN_TOKEN, PORT=str(port))
+    env = container_env(tmp_path, DATABASE_URL=deploy_database, ADMIN_TOKEN=ADMIN_TOKEN, SECRET_KEY=SECRET_KEY,
+                        PORT=str(port))
     log_path = tmp_path / "gunicorn.log"
     healthcheck = image_healthcheck()
     readiness = healthcheck_argv(service("app")["healthcheck"]["test"])
@@ -385,8 +386,8 @@ def test_the_shipped_workers_do_not_restart_together_under_even_load(migrated, d
 
     assert migrated.returncode == 0, migrated.stderr
     port = free_port()
-    env = container_env(tmp_path, DATABASE_URL=deploy_database, ADMIN_TOKEN=ADMIN_TOKEN, PORT=str(port),
-                        WEB_CONCURRENCY="3")
+    env = container_env(tmp_path, DATABASE_URL=deploy_database, ADMIN_TOKEN=ADMIN_TOKEN, SECRET_KEY=SECRET_KEY,
+                        PORT=str(port), WEB_CONCURRENCY="3")
     log_path = tmp_path / "gunicorn.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(in_container(exec_form(instruction("CMD"))), cwd=ROOT, env=env,

@@ -13,7 +13,8 @@ def test_environment_values_are_parsed_and_typed():
 @pytest.mark.parametrize(
     ("variable", "value"),
     [("DB_POOL_SIZE", "many"), ("DB_POOL_SIZE", "0"), ("MAX_REQUEST_BYTES", "-1"), ("ADMIN_TOKEN", "  "),
-     ("DB_RECYCLE_AFTER_TENANTS", "-1")],
+     ("DB_RECYCLE_AFTER_TENANTS", "-1"), ("CONSOLE_ENABLED", "maybe"), ("CONSOLE_IDLE_MINUTES", "0"),
+     ("SECRET_KEY", "too-short")],
 )
 def test_a_bad_value_names_the_variable(variable, value):
     with pytest.raises(ConfigError, match=variable):
@@ -73,3 +74,16 @@ def test_the_multiprocess_dir_given_as_a_mapping_must_match_the_environment(tmp_
         validate({"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     validate({"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+
+
+def test_the_console_is_on_by_default_and_can_be_switched_off():
+    assert defaults()["CONSOLE_ENABLED"] is True
+    assert defaults()["CONSOLE_IDLE_MINUTES"] == 30
+    assert from_env({"CONSOLE_ENABLED": "off"}) == {"CONSOLE_ENABLED": False}
+
+
+def test_a_short_secret_key_is_refused_without_showing_it():
+    with pytest.raises(ConfigError) as refused:
+        from_env({"SECRET_KEY": "hunter2-hunter2"})
+    assert "SECRET_KEY=<hidden>" in str(refused.value) and "hunter2" not in str(refused.value)
+    assert from_env({"SECRET_KEY": "k" * 32}) == {"SECRET_KEY": "k" * 32}

@@ -4,7 +4,7 @@ Every ``import`` counts, including the ones inside functions (deferred for start
 time, they are dependencies all the same) and under ``TYPE_CHECKING``. ``app/`` is
 layered (LAYERS, bottom first): a module imports from its own package or from a layer
 below, never from a sibling package of its layer (``app.api`` and ``app.cli`` know
-nothing of each other) and never upward. The core, ``app.tenancy``, imports neither
+nothing of each other, nor does either of ``app.console``) and never upward. The core, ``app.tenancy``, imports neither
 flask nor the layers above it. No module imports one that imports it back.
 """
 
@@ -32,8 +32,8 @@ LAYERS = (
     ("app.extensions", "app.logs", "app.metrics", "app.services", "app.schemas"),
     # An app without its interfaces (settings, database), and what gunicorn answers by itself.
     ("app.bootstrap", "app.http_server"),
-    # The two interfaces, side by side.
-    ("app.api", "app.cli"),
+    # The interfaces, side by side: the JSON API, the operator console, the CLI.
+    ("app.api", "app.console", "app.cli"),
     # The composition root: wires both interfaces into one app.
     ("app.factory",),
     # The package re-exports create_app; the pytest plugin builds apps for tests.
