@@ -21,13 +21,13 @@ from . import config as settings
 from . import logs
 from .extensions import db
 
+__all__ = ["build_app", "building_for_a_command"]
+
 log = logging.getLogger("app")
 
 
 class _OrderedJSON(DefaultJSONProvider):
     sort_keys = False  # responses keep the order their schema gives, not alphabetical
-
-__all__ = ["build_app", "building_for_a_command"]
 
 
 def build_app(config: Mapping[str, Any] | None = None) -> Flask:

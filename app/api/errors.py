@@ -63,8 +63,7 @@ INTERNAL = ProblemType(500, "internal-error", "Internal server error", public_de
 DATABASE_UNAVAILABLE = ProblemType(503, "database-unavailable", "Database unavailable", public_detail=False)
 NOT_MIGRATED = ProblemType(503, "database-not-migrated", "Database not migrated")
 
-#: SQLSTATEs of a statement naming a relation or schema that does not exist.
-_MISSING_OBJECT = frozenset({"42P01", "3F000"})  # undefined_table, invalid_schema_name
+_UNDEFINED_TABLE = "42P01"
 
 ERRORS: dict[type[BaseException], ProblemType] = {
     InvalidSlug: VALIDATION,
@@ -187,34 +186,29 @@ def handle_http_exception(exc: HTTPException) -> Response:
     )
 
 
-def public_schema_behind(exc: BaseException) -> str | None:
-    """When ``exc`` is a missing table or schema: why, if the public schema is not at head.
+def public_table_missing(exc: BaseException) -> str | None:
+    """When ``exc`` is a missing public table: why, and the command that fixes it.
 
     Before ``flask db upgrade`` every request fails on a missing public table; that is an
-    operator's step left out (503, naming it), not a bug. Checked only on this error path,
-    on a connection of its own (the request's transaction is aborted).
+    operator's step left out (503, naming it), not a bug. Public tables are always named
+    with their schema (``public.api_keys``), tenant tables never are, so the message
+    tells them apart: no query here, on a path where the request's own connection is
+    still held (a second one could wait forever behind a pooler of one connection).
     """
-    if getattr(getattr(exc, "orig", None), "sqlstate", None) not in _MISSING_OBJECT:
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) != _UNDEFINED_TABLE:
         return None
-    from app import public_migrations
-    from app.extensions import db
-
-    try:
-        with db.engine.connect() as conn:
-            current = public_migrations.current_revision(conn)
-    except Exception:  # noqa: BLE001 - the original error is what gets reported then
-        return None
-    head = public_migrations.head_revision()
-    if current == head:
-        return None
-    return f"The database's public schema is at {current or 'no revision'}, not {head}: run `flask db upgrade`."
+    message = getattr(getattr(orig, "diag", None), "message_primary", None) or str(orig)
+    if '"public.' not in message:
+        return None  # a tenant table: a bug or a tenant schema behind, not this
+    return f"The database is not migrated ({message}): run `flask db upgrade`."
 
 
 def handle_exception(exc: Exception) -> Response:
-    behind = public_schema_behind(exc)
-    if behind is not None:
-        log.warning("request %s: %s", g.get("request_id", "-"), behind, extra={"event": "db.not_migrated"})
-        return problem(NOT_MIGRATED.status, NOT_MIGRATED.slug, NOT_MIGRATED.title, behind)
+    missing = public_table_missing(exc)
+    if missing is not None:
+        log.warning("request %s: %s", g.get("request_id", "-"), missing, extra={"event": "db.not_migrated"})
+        return problem(NOT_MIGRATED.status, NOT_MIGRATED.slug, NOT_MIGRATED.title, missing)
     kind = lookup(exc) or INTERNAL
     if isinstance(exc, TenantContextError):  # the runtime guard refused: fail closed, and say where
         log.error("tenant guard refused request %s: %s", g.get("request_id", "-"), exc, exc_info=exc)
