@@ -94,13 +94,24 @@ class Console:
 
         return self.driver.find_element(By.CSS_SELECTOR, css)
 
+    def click(self, css: str) -> None:
+        """Click, and wait until the page it loads has replaced this one: a click returns
+        before the navigation it starts has ended, so reading the next page at once would
+        read this one."""
+        from selenium.webdriver.support import expected_conditions
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        page = self.find("html")
+        self.find(css).click()
+        WebDriverWait(self.driver, 15).until(expected_conditions.staleness_of(page))
+
     def text(self, css: str = "main") -> str:
         return self.find(css).text
 
     def sign_in(self, token: str = ADMIN_TOKEN, operator: str = "alice") -> None:
         self.find("#operator").send_keys(operator)
         self.find("#token").send_keys(token)
-        self.find("form.stacked button[type=submit]").click()
+        self.click("form.stacked button[type=submit]")
 
     def screenshot(self, name: str) -> None:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -142,32 +153,32 @@ def test_an_operator_signs_in_finds_a_tenant_suspends_it_and_signs_out(console, 
     console.screenshot("overview")
     console.assert_no_console_errors()
 
-    console.find("nav a[href='/console/tenants']").click()
+    console.click("nav a[href='/console/tenants']")
     console.find("#q").send_keys("console_")
-    console.find("form.filters button[type=submit]").click()
+    console.click("form.filters button[type=submit]")
     listing = console.text("#tenants")
     assert "console_acme" in listing and "console_globex" in listing
     console.screenshot("tenants")
     console.find("#q").clear()
     console.find("#q").send_keys("acme")  # by name, any case
-    console.find("form.filters button[type=submit]").click()
+    console.click("form.filters button[type=submit]")
     assert "console_globex" not in console.text("#tenants")
-    console.find("#tenants a[href='/console/tenants/console_acme']").click()
+    console.click("#tenants a[href='/console/tenants/console_acme']")
     assert console.text("#tenant-status") == "active"
     assert acme.token.split("_")[1] in console.text()  # the key's prefix
     console.screenshot("tenant")
 
     assert api_status(server, "/v1/repositories", acme.token) == 200
-    console.find("#suspend").click()
+    console.click("#suspend")
     console.screenshot("confirm-suspend")
-    console.find("#confirm").click()
+    console.click("#confirm")
     assert console.path == "/console/tenants/console_acme"
     assert console.text("#tenant-status") == "suspended"
     assert api_status(server, "/v1/repositories", acme.token) == 403
     assert "console:alice" in console.text("#tenant-events ~ table")
     console.assert_no_console_errors()
 
-    console.find("form.sign-out button").click()
+    console.click("form.sign-out button")
     assert console.path.startswith("/console/sign-in")
     assert "Signed out." in console.text()
     console.open("/console/tenants")
