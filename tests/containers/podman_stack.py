@@ -266,6 +266,18 @@ def teardown(stack: Stack) -> None:
     podman("pod", "rm", "-f", f"pod_{stack.project}", check=False)
 
 
+
+def wait_until_ready(stack: Stack, what: str) -> None:
+    """Until /readyz answers 200 through the proxy (60 s), else fail with both services' logs."""
+
+    def ready() -> bool:
+        try:
+            return stack.request("GET", "/readyz", timeout=5)[0] == 200
+        except OSError:
+            return False
+
+    wait_for(what, ready, 60, diagnose=lambda: logs(stack.container("proxy")) + logs(stack.container("app")))
+
 @pytest.fixture(scope="session")
 def stack(images: Images) -> Iterator[Stack]:
     """compose.yaml (+ .ci/compose.local.yaml) up, in stages; torn down at the end of the session."""
@@ -302,14 +314,7 @@ def stack(images: Images) -> Iterator[Stack]:
         stack.compose("up", "-d", "--no-build", "--no-deps", "proxy")
         wait_healthy(stack.container("proxy"))
 
-        def ready() -> bool:
-            try:
-                return stack.request("GET", "/readyz", timeout=5)[0] == 200
-            except OSError:
-                return False
-
-        wait_for(f"GET {stack.base_url}/readyz through the proxy", ready, 60,
-                 diagnose=lambda: logs(stack.container("proxy")) + logs(stack.container("app")))
+        wait_until_ready(stack, f"GET {stack.base_url}/readyz through the proxy")
         yield stack
     finally:
         teardown(stack)

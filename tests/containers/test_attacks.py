@@ -14,7 +14,7 @@ import http.client
 import threading
 import time
 
-from podman_stack import Stack, logs, wait_for
+from podman_stack import Stack, wait_until_ready
 
 from tests.attacks import MALFORMED, chunked_body_failures, control_request, hold_slow_clients, malformed_failures
 
@@ -33,14 +33,7 @@ def new_tenant(stack: Stack, slug: str, plan: str = "enterprise") -> str:
 
 
 def assert_ready_again(stack: Stack, after: str) -> None:
-    def ready() -> bool:
-        try:
-            return stack.request("GET", "/readyz", timeout=5)[0] == 200
-        except OSError:
-            return False
-
-    wait_for(f"the stack ready again after {after}", ready, 60,
-             diagnose=lambda: logs(stack.container("proxy")) + logs(stack.container("app")))
+    wait_until_ready(stack, f"the stack ready again after {after}")
 
 
 def test_idle_and_slowloris_connections_do_not_stall_another_tenant(stack: Stack):

@@ -11,7 +11,6 @@ a style or script refused by the CSP, or an SRI mismatch, is logged there.
 
 from __future__ import annotations
 
-import http.client
 import os
 import shutil
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from app.testing import ADMIN_TOKEN
+from tests.attacks import control_request
 from tests.stack import Server, gunicorn
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,14 +128,7 @@ def console(browser, server) -> Console:
 
 
 def api_status(server: Server, path: str, token: str) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    try:
-        conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    finally:
-        conn.close()
+    return control_request("127.0.0.1", server.port, token, path)()
 
 
 def test_an_operator_signs_in_finds_a_tenant_suspends_it_and_signs_out(console, server, make_tenant):
