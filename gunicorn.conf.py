@@ -92,6 +92,13 @@ def post_worker_init(worker):  # noqa: ANN001, ANN201, ARG001 - gunicorn's hook 
     answer_with_problems()
 
 
+def worker_exit(server, worker):  # noqa: ANN001, ANN201, ARG001 - gunicorn's hook signature
+    """A worker stopping gracefully writes the usage it counted since its last flush."""
+    from app.tenancy import usage
+
+    usage.shutdown()
+
+
 def child_exit(server, worker):  # noqa: ANN001, ANN201 - gunicorn's hook signature
     """Multiprocess metrics (PROMETHEUS_MULTIPROC_DIR): drop a dead worker's live gauges."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

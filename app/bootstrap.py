@@ -93,6 +93,8 @@ def _configure_database(app: Flask) -> None:
             "connect_args": {
                 "application_name": "tenantry",
                 "prepare_threshold": app.config["DB_PREPARE_THRESHOLD"],
+                # psycopg's default is 130 s, past gunicorn's worker timeout.
+                "connect_timeout": app.config["DB_CONNECT_TIMEOUT"],
             },
         },
     )

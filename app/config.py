@@ -75,6 +75,21 @@ def _ratelimit_storage(raw: str) -> str:
     return value
 
 
+def _usage_storage(raw: str) -> str:
+    value = _nonempty(raw)
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme not in ("memory", "redis", "rediss") or (scheme == "memory" and rest):
+        raise ValueError("must be memory:// or a Redis URL: redis://host:port/db or rediss://host:port/db")
+    return value
+
+
+def _key_prefix(raw: str) -> str:
+    value = _nonempty(raw)
+    if any(c.isspace() for c in value):
+        raise ValueError("must not contain spaces")
+    return value
+
+
 _HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
@@ -118,6 +133,24 @@ def load_rsa_public_key(pem: str) -> Any:
     return key
 
 
+#: Hosts a JWKS URL may reach over plain http (a test's or a sidecar's endpoint); anything else needs https.
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _jwks_url(raw: str) -> str:
+    """An https URL (http only to a loopback host): keys fetched over plain http could be replaced in transit."""
+    from urllib.parse import urlsplit
+
+    value = raw.strip()
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError("must be an https:// URL")
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+        raise ValueError("must be https (plain http only to a loopback host): keys fetched in the clear "
+                         "could be replaced on the way")
+    return value
+
+
 def _jwt_public_key(raw: str) -> str:
     """The PEM text itself, or the path of a file holding it; returns the PEM text, checked."""
     value = raw.strip()
@@ -127,6 +160,39 @@ def _jwt_public_key(raw: str) -> str:
         except (OSError, UnicodeDecodeError) as exc:
             raise ValueError(f"is neither PEM text nor a readable PEM file ({exc})") from None
     load_rsa_public_key(value)
+    return value
+
+
+def load_rsa_private_key(pem: str) -> Any:
+    """The RSA private key of a PEM text (unencrypted); ValueError when it is none."""
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        key = load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not a readable, unencrypted PEM private key ({type(exc).__name__})") from None
+    if not isinstance(key, RSAPrivateKey):
+        raise ValueError("must be an RSA private key (GitHub Apps sign with RS256)")
+    return key
+
+
+def _github_private_key(raw: str) -> str:
+    """The App's private key: the PEM text itself, or the path of the .pem file GitHub gave; its text."""
+    value = raw.strip()
+    if not value.startswith("-----BEGIN"):
+        try:
+            value = Path(value).expanduser().read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"is neither PEM text nor a readable PEM file ({type(exc).__name__})") from None
+    load_rsa_private_key(value)
+    return value
+
+
+def _http_url(raw: str) -> str:
+    value = _nonempty(raw)
+    if not value.startswith(("https://", "http://")):
+        raise ValueError("must be an http(s) URL, such as https://api.github.com")
     return value
 
 
@@ -192,6 +258,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Extra connections allowed per process under burst."),
     Setting("DB_POOL_TIMEOUT", "DB_POOL_TIMEOUT", _positive_int, 10,
             "Seconds to wait for a free connection before answering 503."),
+    Setting("DB_CONNECT_TIMEOUT", "DB_CONNECT_TIMEOUT", _positive_int, 10,
+            "Seconds a new database connection may take to connect and log in before the request gets 503 "
+            "(not a host name lookup: resolv.conf's options bound that)."),
     Setting("DB_POOL_RECYCLE", "DB_POOL_RECYCLE", _positive_int, 1800,
             "Seconds before a pooled connection is replaced; bounds PostgreSQL's per-schema catalog cache."),
     Setting("DB_RECYCLE_AFTER_TENANTS", "DB_RECYCLE_AFTER_TENANTS", _non_negative_int, 500,
@@ -225,6 +294,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RATELIMIT_STORAGE_URI", "RATELIMIT_STORAGE_URI", _ratelimit_storage, "memory://",
             "Where per-tenant rate-limit counters live: memory:// (each process counts on its own) "
             "or redis://host:port/db (shared by every process)."),
+    Setting("USAGE_METERING", "USAGE_METERING", _flag, True,
+            "Count every authenticated tenant request (api_requests) and enforce the plans' monthly limits "
+            "(max_api_requests_per_month). Off: nothing is counted and no monthly limit applies."),
+    Setting("USAGE_FLUSH_SECONDS", "USAGE_FLUSH_SECONDS", _positive_int, 5,
+            "Seconds between two writes of a process's usage counts to public.usage_counters; also how long "
+            "a process reuses a stored count for the monthly limit. A crash loses at most this much counting."),
+    Setting("USAGE_STORAGE_URI", "USAGE_STORAGE_URI", _usage_storage, "memory://",
+            "Where counters are counted: memory:// (each process, flushed every USAGE_FLUSH_SECONDS; the monthly "
+            "limit is exact within a process) or redis://host:port/db, rediss://... (one running total shared by "
+            "every process and host: the monthly limit is exact; still flushed to public.usage_counters)."),
+    Setting("USAGE_KEY_PREFIX", "USAGE_KEY_PREFIX", _key_prefix, "tenantry-usage",
+            "Prefix of the usage keys in USAGE_STORAGE_URI's Redis ({prefix}:YYYY-MM, {prefix}:dirty): "
+            "deployments (or tests) sharing a Redis each use their own."),
+    Setting("USAGE_CLOSE_GRACE_SECONDS", "USAGE_CLOSE_GRACE_SECONDS", _non_negative_int, 300,
+            "flask usage close-period refuses a month until this long after it ended, so the last counts of "
+            "every process are flushed first (keep it well above USAGE_FLUSH_SECONDS)."),
+    Setting("BILLING_CLAIM_SECONDS", "BILLING_CLAIM_SECONDS", _positive_int, 60,
+            "Default lease of a billing-event claim: an event claimed and not acknowledged within it goes to "
+            "the next consumer that claims (at-least-once delivery, docs/billing.md)."),
     Setting("TENANT_BASE_DOMAIN", "TENANT_BASE_DOMAIN", _base_domain, None,
             "Tenant hosts are <slug>.<this domain>: such a Host must name the credential's tenant, "
             "else 404. Unset: the Host is not checked."),
@@ -232,12 +320,27 @@ SETTINGS: tuple[Setting, ...] = (
             "HS256 secret (at least 32 bytes) for JWT bearer tokens. Needs JWT_AUDIENCE.", secret=True),
     Setting("JWT_PUBLIC_KEY", "JWT_PUBLIC_KEY", _jwt_public_key, None,
             "RSA public key (PEM text or a PEM file path, 2048 bits or more) for RS256 JWTs. Needs JWT_AUDIENCE."),
+    Setting("JWT_JWKS_URL", "JWT_JWKS_URL", _jwks_url, None,
+            "The identity provider's JWKS endpoint (https): RS256 JWTs are verified with the key their kid "
+            "names, fetched and cached (key rotation without a restart). Not with JWT_PUBLIC_KEY. Needs "
+            "JWT_AUDIENCE."),
+    Setting("JWT_JWKS_CACHE_SECONDS", "JWT_JWKS_CACHE_SECONDS", _positive_int, 300,
+            "Seconds the fetched JWKS is reused before it is fetched again."),
+    Setting("JWT_JWKS_MIN_REFRESH_SECONDS", "JWT_JWKS_MIN_REFRESH_SECONDS", _non_negative_int, 30,
+            "A token naming an unknown kid fetches the JWKS again at most once in this many seconds (0: every "
+            "time), so forged kids cannot make the API hammer the identity provider."),
     Setting("JWT_AUDIENCE", "JWT_AUDIENCE", _nonempty, None,
-            "The aud every JWT must carry; required when JWT_SECRET or JWT_PUBLIC_KEY is set."),
+            "The aud every JWT must carry; required when JWT_SECRET, JWT_PUBLIC_KEY or JWT_JWKS_URL is set."),
     Setting("JWT_ISSUER", "JWT_ISSUER", _nonempty, None,
             "When set, the iss every JWT must carry."),
     Setting("JWT_LEEWAY", "JWT_LEEWAY", _jwt_leeway, 30,
             "Seconds of clock skew allowed on a JWT's exp, nbf and iat (0 to 300)."),
+    Setting("JWT_ROLE_SOURCE", "JWT_ROLE_SOURCE", _one_of("claim", "member"), "claim",
+            "Where a JWT's role comes from. claim: its role claim (machine tokens). member: the token's sub, "
+            "or its email with email_verified true, must match an active member of its tenant, whose role "
+            "applies (docs/members.md)."),
+    Setting("INVITATION_TTL_HOURS", "INVITATION_TTL_HOURS", _positive_int, 72,
+            "Hours a member's invitation token stays valid (POST /v1/members); accepting later is 410."),
     Setting("CONSOLE_ENABLED", "CONSOLE_ENABLED", _flag, True,
             "Serve the operator console at /console/ (off: no such route)."),
     Setting("SECRET_KEY", "SECRET_KEY", _secret_key, None,
@@ -246,12 +349,39 @@ SETTINGS: tuple[Setting, ...] = (
             secret=True),
     Setting("CONSOLE_IDLE_MINUTES", "CONSOLE_IDLE_MINUTES", _positive_int, 30,
             "Minutes without a request after which a console session ends."),
+    Setting("CONSOLE_COUNTS_TTL_SECONDS", "CONSOLE_COUNTS_TTL_SECONDS", _non_negative_int, 10,
+            "Seconds the console's overview reuses its tenant counts, per process (0: counted on every "
+            "request); the page says when they were counted."),
+    Setting("TRUSTED_PROXY_COUNT", "TRUSTED_PROXY_COUNT", _non_negative_int, 0,
+            "Proxies in front of the app that append to X-Forwarded-For: the client address is the entry "
+            "that many from the right (0: the peer's address; X-Forwarded-For is ignored)."),
+    Setting("GITHUB_WEBHOOK_SECRET", "GITHUB_WEBHOOK_SECRET", _nonempty, None,
+            "The GitHub App's webhook secret: POST /v1/webhooks/github verifies X-Hub-Signature-256 with it. "
+            "Unset: no such route (404, none in the OpenAPI document). See docs/github.md.", secret=True),
+    Setting("GITHUB_WEBHOOK_SECRET_PREVIOUS", "GITHUB_WEBHOOK_SECRET_PREVIOUS", _nonempty, None,
+            "While rotating the webhook secret: the old one, still accepted beside GITHUB_WEBHOOK_SECRET.",
+            secret=True),
+    Setting("GITHUB_DEFAULT_PLAN", "GITHUB_DEFAULT_PLAN", _nonempty, "free",
+            "The plan of a tenant provisioned from a GitHub App installation."),
+    Setting("GITHUB_APP_ID", "GITHUB_APP_ID", _positive_int, None,
+            "The GitHub App's id, for repository sync (flask tenants github-sync). Needs GITHUB_PRIVATE_KEY."),
+    Setting("GITHUB_PRIVATE_KEY", "GITHUB_PRIVATE_KEY", _github_private_key, None,
+            "The GitHub App's private key: the PEM text, or the path of the .pem file GitHub issued.",
+            secret=True),
+    Setting("GITHUB_API_URL", "GITHUB_API_URL", _http_url, "https://api.github.com/",
+            "The GitHub REST API (https://<host>/api/v3/ for GitHub Enterprise Server)."),
+    Setting("GITHUB_RATE_LIMIT_MAX_WAIT", "GITHUB_RATE_LIMIT_MAX_WAIT", _non_negative_int, 900,
+            "Longest wait, in seconds, a sync accepts when GitHub's rate limit says to wait; a longer one "
+            "ends that tenant's sync with an error (the others go on)."),
+    Setting("GITHUB_DELIVERY_RETENTION_DAYS", "GITHUB_DELIVERY_RETENTION_DAYS", _positive_int, 30,
+            "Days a webhook delivery record is kept; `flask github deliveries purge` deletes older ones."),
 )
 
 #: Settings checked again by :func:`validate`: they may arrive as a mapping, not the environment.
 _REVALIDATED = (
-    "LOG_FORMAT", "SECRET_KEY", "TENANT_BASE_DOMAIN",
-    "JWT_SECRET", "JWT_PUBLIC_KEY", "JWT_AUDIENCE", "JWT_ISSUER", "JWT_LEEWAY",
+    "LOG_FORMAT", "SECRET_KEY", "TENANT_BASE_DOMAIN", "USAGE_STORAGE_URI", "USAGE_KEY_PREFIX",
+    "JWT_SECRET", "JWT_PUBLIC_KEY", "JWT_AUDIENCE", "JWT_ISSUER", "JWT_LEEWAY", "JWT_ROLE_SOURCE", "JWT_JWKS_URL",
+    "GITHUB_APP_ID", "GITHUB_PRIVATE_KEY",
 )
 
 
@@ -294,7 +424,9 @@ def validate(values: MutableMapping[str, Any]) -> None:
             values[key] = setting.parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{setting.env}={setting.shown(value)} is invalid: {exc}") from None
-    has_key = values.get("JWT_SECRET") is not None or values.get("JWT_PUBLIC_KEY") is not None
+    has_key = any(values.get(key) is not None for key in ("JWT_SECRET", "JWT_PUBLIC_KEY", "JWT_JWKS_URL"))
+    if values.get("JWT_JWKS_URL") is not None and values.get("JWT_PUBLIC_KEY") is not None:
+        raise ConfigError("JWT_JWKS_URL and JWT_PUBLIC_KEY are both set: RS256 keys come from one of them.")
     if has_key and values.get("JWT_AUDIENCE") is None:
         raise ConfigError(
             "JWT_AUDIENCE must be set when JWT_SECRET or JWT_PUBLIC_KEY is: "
@@ -305,6 +437,15 @@ def validate(values: MutableMapping[str, Any]) -> None:
             raise ConfigError(
                 f"{key} is set but neither JWT_SECRET nor JWT_PUBLIC_KEY is: JWT authentication would stay off."
             )
+    if (values.get("GITHUB_APP_ID") is None) != (values.get("GITHUB_PRIVATE_KEY") is None):
+        raise ConfigError(
+            "GITHUB_APP_ID and GITHUB_PRIVATE_KEY go together: repository sync authenticates as the App with both."
+        )
+    if values.get("GITHUB_WEBHOOK_SECRET_PREVIOUS") is not None and values.get("GITHUB_WEBHOOK_SECRET") is None:
+        raise ConfigError(
+            "GITHUB_WEBHOOK_SECRET_PREVIOUS is set but GITHUB_WEBHOOK_SECRET is not: the previous secret is "
+            "only accepted beside the current one while rotating."
+        )
     multiproc = values.get("PROMETHEUS_MULTIPROC_DIR")
     if multiproc is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR") != multiproc:
         raise ConfigError(

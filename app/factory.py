@@ -37,14 +37,20 @@ def create_app(config: Mapping[str, Any] | None = None, *, http: bool = True) ->
         _configure_api(app)
         _configure_requests(app)
         _configure_console(app)
+        _trust_proxies(app)
 
+    from .cli.billing import billing_cli, usage_cli
     from .cli.cluster import cluster_cli
     from .cli.db import db_cli
+    from .cli.github import github_cli
     from .cli.tenants import tenants_cli
 
     app.cli.add_command(db_cli)
     app.cli.add_command(tenants_cli)
     app.cli.add_command(cluster_cli)
+    app.cli.add_command(github_cli)
+    app.cli.add_command(usage_cli)
+    app.cli.add_command(billing_cli)
     return app
 
 
@@ -53,11 +59,14 @@ def _configure_api(app: Flask) -> None:
     from .api import errors, health, ratelimit, rest_api
     from .api import metrics as metrics_api
     from .api.admin import audit as admin_audit
+    from .api.admin import billing as admin_billing
     from .api.admin import cluster as admin_cluster
     from .api.admin import migrations, plans, tenants
+    from .api.admin import usage as admin_usage
     from .api.inputs import AsciiIntegerConverter
     from .api.openapi import ProblemJsonPlugin
-    from .api.tenant import account, api_keys, audit, repositories
+    from .api.tenant import account, api_keys, audit, members, repositories
+    from .api.tenant import usage as tenant_usage
     from .schemas.problems import ProblemSchema
 
     app.url_map.converters["int"] = AsciiIntegerConverter  # before any route is registered
@@ -72,16 +81,49 @@ def _configure_api(app: Flask) -> None:
     # The security schemes, the roles and the problem responses: app.api.openapi.
     rest_api.init_app(app, spec_kwargs={"extra_plugins": [ProblemJsonPlugin()]})
     for blueprint in (
-        health.blp, tenants.blp, plans.blp, migrations.blp, admin_audit.blp, admin_cluster.blp,
-        account.blp, repositories.blp, api_keys.blp, audit.blp,
+        health.blp, tenants.blp, plans.blp, migrations.blp, admin_audit.blp, admin_cluster.blp, admin_usage.blp,
+        admin_billing.blp,
+        account.blp, repositories.blp, api_keys.blp, audit.blp, members.blp, members.invitations_blp,
+        tenant_usage.blp,
     ):
         rest_api.register_blueprint(blueprint)
+    if app.config["GITHUB_WEBHOOK_SECRET"]:  # else no such route, and none in the document
+        from .api import webhooks
+        from .api.inputs import accept_raw_bodies
+
+        rest_api.register_blueprint(webhooks.blp)
+        accept_raw_bodies(app, webhooks.blp.name)
     if app.config["METRICS_ENABLED"]:
         rest_api.register_blueprint(metrics_api.blp)
         with app.app_context():  # only a process that serves requests is scraped
             metrics.instrument_pool(db.engine)
     errors.register(app)
     ratelimit.init_app(app)
+
+
+def _trust_proxies(app: Flask) -> None:
+    """Behind ``TRUSTED_PROXY_COUNT`` proxies, the client's address is read from X-Forwarded-For.
+
+    werkzeug's ``ProxyFix`` sets ``REMOTE_ADDR`` (``request.remote_addr``: what the console's
+    sign-in throttle counts, and logs) to the entry that many from the right of the header,
+    the one the outermost trusted proxy appended. What a client writes there itself
+    sits further left and is never read: a client cannot pick its address, and so
+    cannot step out of the throttle, by sending the header. 0 (direct exposure, the
+    default) leaves the app as it was: the header is ignored.
+
+    Only ``x_for``. The scheme (X-Forwarded-Proto, for ``request.is_secure`` and the
+    console cookie's ``Secure``) is already gunicorn's to trust, from the addresses in
+    ``FORWARDED_ALLOW_IPS`` (gunicorn.conf.py): trusting it here as well would make two
+    settings answer one question, and the looser one win. Host, port and prefix are
+    not forwarded by deploy/nginx.conf, so nothing here reads them.
+
+    Outermost: every layer below, the request-size guard included, sees the client.
+    """
+    hops = app.config["TRUSTED_PROXY_COUNT"]
+    if hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=0)  # type: ignore[method-assign]
 
 
 def _configure_console(app: Flask) -> None:
@@ -94,6 +136,7 @@ def _configure_console(app: Flask) -> None:
 
 
 def _configure_requests(app: Flask) -> None:
+    from .api import metering
     from .api.auth import release_tenant, request_id
     from .api.errors import handle_exception
     from .api.inputs import ChunkedBodies, check_request
@@ -141,3 +184,4 @@ def _configure_requests(app: Flask) -> None:
         return response
 
     app.teardown_request(release_tenant)
+    metering.init_app(app)

@@ -32,6 +32,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, event
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.tenancy import billing
 from app.tenancy.errors import ProvisioningFailed, TenancyError
 
 __all__ = ["CONTENT_TYPE", "child_exit", "instrument_pool", "observe_provisioning", "observe_request", "render"]
@@ -125,7 +126,7 @@ def _set_pool_gauges(engine: Engine, returning: int = 0) -> None:
 
 
 class DatabaseCollector(Collector):
-    """Gauges read from the database when scraped: the fan-out ledger and the tenants behind head.
+    """Gauges read from the database when scraped: the fan-out ledger, the tenants behind head, the billing backlog.
 
     A scrape never fails for the database: when it cannot be read,
     ``tenantry_metrics_database_up`` is 0 and the gauges read from it are absent.
@@ -147,6 +148,7 @@ class DatabaseCollector(Collector):
                     "SELECT count(*) FILTER (WHERE schema_revision IS DISTINCT FROM %(head)s), count(*)"
                     " FROM public.tenants", {"head": self.tenant_head},
                 ).one()
+                waiting = billing.backlog(conn)
         except SQLAlchemyError:
             yield GaugeMetricFamily("tenantry_metrics_database_up", "Whether this scrape could read the database.", 0)
             return
@@ -156,6 +158,15 @@ class DatabaseCollector(Collector):
             "tenantry_tenant_schemas_behind_head",
             "Tenants whose recorded schema revision is not the tenant head (flask tenants migrate).", behind,
         )
+        yield GaugeMetricFamily(
+            "tenantry_billing_events_unacknowledged",
+            "Billing outbox events no consumer has acknowledged yet (docs/billing.md).", waiting.unacknowledged,
+        )
+        if waiting.oldest is not None:
+            yield GaugeMetricFamily(
+                "tenantry_billing_oldest_unacknowledged_timestamp_seconds",
+                "When the oldest unacknowledged billing event was written.", waiting.oldest.timestamp(),
+            )
         if run is not None:
             yield from _fanout_families(run)
 

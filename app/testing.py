@@ -58,7 +58,7 @@ from app import create_app, public_migrations
 from app.extensions import db, tenant_roles_active
 from app.models.public import Plan
 from app.tenancy import binding as tenant_binding
-from app.tenancy import cluster, roles
+from app.tenancy import cluster, roles, usage
 from app.tenancy.cluster import Citus
 from app.tenancy.context import TenantBinding, bind, current_tenant
 from app.tenancy.naming import quote_ident, quote_role
@@ -172,6 +172,8 @@ def make_test_app(database_url: str, **overrides: Any) -> Flask:
         "INSTANCE_PATH": tempfile.gettempdir(),
         # CI runs the suite with the role layer on and off (docs/security.md).
         "TENANT_ROLES": os.environ.get("TEST_TENANT_ROLES", "auto"),
+        # The console's overview counts afresh on every request: a test reads what it just changed.
+        "CONSOLE_COUNTS_TTL_SECONDS": 0,
     }
     config.update(overrides)
     return create_app(config)
@@ -183,6 +185,7 @@ def app(tenantry_database_url: str) -> Iterator[Flask]:
     with application.app_context():
         public_migrations.upgrade(db.engine)
     yield application
+    usage.shutdown()  # what the session counted, written before its database goes
     with application.app_context():
         db.engine.dispose()
 
@@ -248,6 +251,7 @@ class TestTenant:
     tenant_id: int
     token: str
     role: str | None = None  # its database role, when the role layer is on
+    owner_id: int | None = None  # its first owner (a member), when made with owner_email
 
     @property
     def binding(self) -> TenantBinding:
@@ -258,11 +262,14 @@ class TestTenant:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-def provision(app: Flask, slug: str, name: str | None = None, plan: str = "free") -> TestTenant:
+def provision(
+    app: Flask, slug: str, name: str | None = None, plan: str = "free", owner_email: str | None = None
+) -> TestTenant:
     with app.app_context():
         result: ProvisionedTenant = provision_tenant(
             db.session(), slug=slug, name=name or slug, plan=plan,
             migrations_location=app.config["TENANT_MIGRATIONS_LOCATION"], tenant_role=tenant_roles_active(),
+            owner_email=owner_email,
         )
         made = TestTenant(
             slug=result.tenant.slug,
@@ -270,6 +277,7 @@ def provision(app: Flask, slug: str, name: str | None = None, plan: str = "free"
             tenant_id=result.tenant.id,
             token=result.admin_key.token,
             role=result.tenant.db_role,
+            owner_id=result.owner.id if result.owner is not None else None,
         )
         db.session.remove()
     return made
@@ -302,10 +310,12 @@ def make_tenant(app: Flask, engine: Engine) -> Iterator[Callable[..., TestTenant
     """``make_tenant("acme")`` provisions a tenant; every one made is dropped after the test."""
     made: list[str] = []
 
-    def factory(slug: str | None = None, name: str | None = None, plan: str = "free") -> TestTenant:
+    def factory(
+        slug: str | None = None, name: str | None = None, plan: str = "free", owner_email: str | None = None
+    ) -> TestTenant:
         slug = slug or f"t{uuid.uuid4().hex[:12]}"
         made.append(slug)
-        return provision(app, slug, name, plan)
+        return provision(app, slug, name, plan, owner_email)
 
     yield factory
     drop_tenants(engine, made)
@@ -322,13 +332,14 @@ def make_plan(app: Flask, engine: Engine) -> Iterator[Callable[..., str]]:
 
     def factory(
         *, max_repositories: int | None = None, rate_limit_per_minute: int | None = None,
-        monthly_price_cents: int = 0,
+        monthly_price_cents: int = 0, max_api_requests_per_month: int | None = None,
     ) -> str:
         name = f"plan_{uuid.uuid4().hex[:12]}"
         with app.app_context():
             db.session.add(Plan(
                 name=name, max_repositories=max_repositories,
                 rate_limit_per_minute=rate_limit_per_minute, monthly_price_cents=monthly_price_cents,
+                max_api_requests_per_month=max_api_requests_per_month,
             ))
             db.session.commit()
             db.session.remove()

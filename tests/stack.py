@@ -58,6 +58,10 @@ def status_of(port: int, path: str, timeout: float = 5) -> int:
         return 0
 
 
+#: The local Redis CI starts (the rate limiter's and usage's shared storage in the tests).
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
 def redis_answers(host: str = "127.0.0.1", port: int = 6379) -> bool:
     """Whether a Redis answers PING there (.ci/run starts one on 127.0.0.1:6379)."""
     try:

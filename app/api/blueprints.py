@@ -37,12 +37,13 @@ class AdminBlueprint(Blueprint):
 class TenantBlueprint(Blueprint):
     """The tenant API: an API key or a JWT (``tenantApiKey``, ``tenantJwt``) with role ``read``/``write``."""
 
-    def __init__(self, *args: Any, read: str, write: str, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, read: str, write: str, invitees: bool = False, **kwargs: Any) -> None:
+        """``invitees``: a JWT naming no member yet passes too, as a viewer (accepting an invitation)."""
         super().__init__(*args, **kwargs)
         if read not in ROLES or write not in ROLES:
             raise ValueError(f"roles are {ROLES}, not {read!r}/{write!r}")
         self.read, self.write = read, write
-        self.before_request(tenant_key_required(read=read, write=write))
+        self.before_request(tenant_key_required(read=read, write=write, invitees=invitees))
         self._prepare_doc_cbks.append(self._document_access)
 
     def _document_access(self, doc: dict[str, Any], doc_info: dict[str, Any], *, method: str,

@@ -19,16 +19,30 @@ from werkzeug.exceptions import HTTPException
 
 from app.pagination import InvalidCursor
 from app.schemas.problems import PROBLEM_BASE
-from app.services.errors import Conflict, NotFound, QuotaExceeded
+from app.services.errors import (
+    Conflict,
+    InvitationExpired,
+    InvitationUsed,
+    LastOwner,
+    NotAllowed,
+    NotFound,
+    QuotaExceeded,
+)
+from app.services.github import DeliveryFailed
+from app.services.github_sync import SyncUnavailable
 from app.tenancy.errors import (
     ApiKeyAlreadyRevoked,
     ApiKeyNotFound,
     InvalidApiKey,
+    InvalidEmail,
+    InvalidPeriod,
     InvalidSlug,
     InvalidTenantChange,
     LastAdminKey,
     MigrationRunNotFound,
+    MonthlyQuotaExceeded,
     MoveFailed,
+    PeriodStillOpen,
     PlacementRefused,
     ProvisioningFailed,
     ProvisioningInterrupted,
@@ -36,9 +50,11 @@ from app.tenancy.errors import (
     TenantBusy,
     TenantContextError,
     TenantNotFound,
+    TenantPending,
     TenantSuspended,
     UnknownPlan,
 )
+from app.tenancy.jwt_tokens import KeysUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +86,7 @@ ERRORS: dict[type[BaseException], ProblemType] = {
     UnknownPlan: VALIDATION,
     InvalidTenantChange: VALIDATION,
     InvalidCursor: VALIDATION,
+    InvalidEmail: VALIDATION,
     TenantAlreadyExists: ProblemType(409, "tenant-exists", "Tenant already exists"),
     TenantNotFound: ProblemType(404, "not-found", "Not found"),
     TenantBusy: ProblemType(409, "tenant-busy", "Tenant busy"),
@@ -77,8 +94,13 @@ ERRORS: dict[type[BaseException], ProblemType] = {
     NotFound: ProblemType(404, "not-found", "Not found"),
     Conflict: ProblemType(409, "conflict", "Conflict"),
     QuotaExceeded: ProblemType(403, "quota-exceeded", "Quota exceeded"),
+    # The same type as a plan's repository quota; 429 with Retry-After: it resets by itself.
+    MonthlyQuotaExceeded: ProblemType(429, "quota-exceeded", "Quota exceeded"),
+    InvalidPeriod: VALIDATION,
+    PeriodStillOpen: ProblemType(409, "period-open", "Period still open"),
     InvalidApiKey: ProblemType(401, "unauthorized", "Unauthorized"),
     TenantSuspended: ProblemType(403, "tenant-suspended", "Tenant suspended"),
+    TenantPending: ProblemType(403, "tenant-pending", "Tenant pending activation"),
     ApiKeyNotFound: ProblemType(404, "not-found", "Not found"),
     ApiKeyAlreadyRevoked: ProblemType(409, "api-key-revoked", "API key already revoked"),
     LastAdminKey: ProblemType(409, "last-admin-key", "Last active admin key"),
@@ -91,6 +113,16 @@ ERRORS: dict[type[BaseException], ProblemType] = {
     ),
     PlacementRefused: ProblemType(409, "placement-refused", "Placement refused"),
     MoveFailed: ProblemType(503, "move-failed", "Move failed; the tenant stays where it was"),
+    DeliveryFailed: ProblemType(
+        500, "webhook-failed", "The delivery could not be applied; it is recorded as failed", public_detail=False
+    ),
+    SyncUnavailable: ProblemType(409, "github-sync-unavailable", "GitHub sync unavailable"),
+    NotAllowed: ProblemType(403, "forbidden", "Forbidden"),
+    LastOwner: ProblemType(409, "last-owner", "Last active owner"),
+    InvitationUsed: ProblemType(409, "invitation-used", "Invitation already used"),
+    InvitationExpired: ProblemType(410, "invitation-expired", "Invitation expired"),
+    KeysUnavailable: ProblemType(503, "service-unavailable", "The identity provider's keys are unavailable; "
+                                 "try again", public_detail=False),
     TenantContextError: INTERNAL,
     OperationalError: DATABASE_UNAVAILABLE,
     PoolTimeout: DATABASE_UNAVAILABLE,
@@ -157,9 +189,20 @@ def _flatten_webargs(messages: Any) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for location, fields in messages.items():
         if isinstance(fields, dict):
-            flat.update(fields)
+            flat.update(_dotted(fields))
         else:
             flat["_" + str(location)] = fields
+    return flat
+
+
+def _dotted(fields: dict[Any, Any], prefix: str = "") -> dict[str, list[str]]:
+    """Nested messages (a list's items, a nested object) as dotted names: ``{"ids.0": [...]}``."""
+    flat: dict[str, list[str]] = {}
+    for name, messages in fields.items():
+        if isinstance(messages, dict):
+            flat.update(_dotted(messages, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = messages if isinstance(messages, list) else [str(messages)]
     return flat
 
 
@@ -218,8 +261,13 @@ def handle_exception(exc: Exception) -> Response:
         return problem(kind.status, kind.slug, kind.title)
     return problem(
         kind.status, kind.slug, kind.title, str(exc), errors=getattr(exc, "field_errors", None),
-        extensions=getattr(exc, "problem_extensions", None),
+        extensions=getattr(exc, "problem_extensions", None), headers=_retry_after(exc),
     )
+
+
+def _retry_after(exc: Exception) -> dict[str, str] | None:
+    seconds = getattr(exc, "retry_after", None)
+    return {"Retry-After": str(seconds)} if isinstance(seconds, int) else None
 
 
 def register(app: Flask) -> None:

@@ -16,7 +16,7 @@ from marshmallow import fields
 from werkzeug.exceptions import ServiceUnavailable
 
 from app import public_migrations
-from app.api import ratelimit
+from app.api import metering, ratelimit
 from app.extensions import db
 from app.schemas.common import ResponseSchema
 from app.tenancy import cluster, directory
@@ -46,6 +46,17 @@ class ReadyRateLimitsSchema(ResponseSchema):
     detail = fields.String(metadata={"description": "Present when shared is false: what that allows."})
 
 
+class ReadyUsageSchema(ResponseSchema):
+    OPTIONAL = frozenset({"detail"})
+
+    storage = fields.String(metadata={
+        "description": "USAGE_STORAGE_URI's scheme (memory, redis or rediss), or off when USAGE_METERING is."})
+    shared = fields.Boolean(metadata={
+        "description": "Whether every worker process counts in the same place, so monthly limits are exact "
+                       "across them (false with memory://, or while Redis fails and this process counts in memory)."})
+    detail = fields.String(metadata={"description": "Present when shared is false: what that allows."})
+
+
 class HealthSchema(ResponseSchema):
     status = fields.String(metadata={"enum": ["ok"]})
 
@@ -62,6 +73,8 @@ class ReadySchema(ResponseSchema):
     )
     rate_limits = fields.Nested(ReadyRateLimitsSchema, metadata={
         "description": "Where tenants' rate-limit counts are kept. Never a reason for 503."})
+    usage = fields.Nested(ReadyUsageSchema, metadata={
+        "description": "Where tenants' usage counts are kept (docs/usage.md). Never a reason for 503."})
     cluster = fields.Nested(ReadyClusterSchema, metadata={
         "description": "On Citus only: the version and the cluster's nodes (pg_dist_node, no query to the workers)."})
 
@@ -95,7 +108,7 @@ class Ready(MethodView):
         ready = {
             "status": "ready", "public_revision": current, "public_head": head,
             "tenant_head": tenant_head, "tenant_schemas_behind": directory.count_behind(db.session(), tenant_head),
-            "rate_limits": ratelimit.report(current_app),
+            "rate_limits": ratelimit.report(current_app), "usage": metering.report(current_app),
         }
         citus = cluster.citus_of(db.engine)
         if citus is not None:

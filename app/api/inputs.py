@@ -2,7 +2,8 @@
 
 - A POST, PUT or PATCH body is JSON (``application/json`` or ``application/*+json``),
   else 415; except on the blueprints the app factory names in :func:`accept_forms`
-  (the operator console posts HTML forms).
+  (the operator console posts HTML forms) and :func:`accept_raw_bodies` (a signed
+  webhook, verified before it is parsed).
 - The body is parsed here with the decoder webargs uses: a body that does not parse
   is 400, and so is one that Python's decoder cannot hold (nested deeper than the
   recursion limit, an integer of more than 4,300 digits), which would otherwise escape
@@ -46,6 +47,12 @@ FORM_BLUEPRINTS = "tenantry_form_blueprints"
 
 def accept_forms(app: Flask, blueprint: str) -> None:
     """Let ``blueprint``'s views take form bodies: the JSON rule of :func:`check_request` skips them."""
+    app.extensions.setdefault(FORM_BLUEPRINTS, set()).add(blueprint)
+
+
+def accept_raw_bodies(app: Flask, blueprint: str) -> None:
+    """Leave ``blueprint``'s bodies to its views: a signed webhook is verified over its raw bytes
+    before anything parses it (:mod:`app.api.webhooks` does its own JSON checks after that)."""
     app.extensions.setdefault(FORM_BLUEPRINTS, set()).add(blueprint)
 
 

@@ -15,7 +15,7 @@ completes each operation with what is decided outside the view, the same way for
   hint naming another tenant), 429 with ``Retry-After`` on the tenant API, 400, 413 and
   415 where a body is read, 422 everywhere (any query value holding a NUL character is
   refused). A 403 on the tenant API is one of ``forbidden`` (role),
-  ``tenant-suspended`` and, where a view documents it, ``quota-exceeded``.
+  ``tenant-suspended``, ``tenant-pending`` and, where a view documents it, ``quota-exceeded``.
 - **Partial updates.** A PATCH body (:class:`app.schemas.common.PatchSchema`) has
   ``minProperties: 1``: ``{}`` is refused.
 """
@@ -49,8 +49,11 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
     },
     JWT_SCHEME: {
         "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-        "description": "A JWT signed with JWT_SECRET or JWT_PUBLIC_KEY, whose `tenant` and `role` claims stand "
-                       "for a key's tenant and role (when the server is configured for JWTs).",
+        "description": "A JWT signed with JWT_SECRET, JWT_PUBLIC_KEY or a key of the JWKS at JWT_JWKS_URL "
+                       "(by kid), whose `tenant` and `role` claims stand for a key's tenant and role (when the "
+                       "server is configured for JWTs); with JWT_ROLE_SOURCE=member, its `sub` or verified "
+                       "`email` names an active member of the tenant, whose role "
+                       "(viewer < member < admin < owner) applies.",
     },
 }
 #: The ``security`` of an operation, by who may call it.
@@ -68,6 +71,7 @@ SCHEMA_OF_STATUS: dict[int, type[problems.ProblemSchema]] = {
     403: problems.ForbiddenProblemSchema,
     404: problems.NotFoundProblemSchema,
     409: problems.ConflictProblemSchema,
+    410: problems.GoneProblemSchema,
     413: problems.PayloadTooLargeProblemSchema,
     415: problems.UnsupportedMediaTypeProblemSchema,
     422: problems.ValidationProblemSchema,
@@ -75,7 +79,7 @@ SCHEMA_OF_STATUS: dict[int, type[problems.ProblemSchema]] = {
     503: problems.UnavailableProblemSchema,
 }
 EXTRA_SCHEMAS: tuple[type[problems.ProblemSchema], ...] = (
-    problems.TenantSuspendedProblemSchema, problems.QuotaProblemSchema)
+    problems.TenantSuspendedProblemSchema, problems.TenantPendingProblemSchema, problems.QuotaProblemSchema)
 
 #: Response components: (status, name, description, headers).
 _RESPONSES: dict[str, tuple[int, str, dict[str, Any]]] = {
@@ -179,9 +183,11 @@ class ProblemJsonPlugin(BasePlugin):
         if role != ROLES[0]:  # every credential has viewer at least
             refusals.append(_ref(problems.ForbiddenProblemSchema))
         refusals.append(_ref(problems.TenantSuspendedProblemSchema))
+        refusals.append(_ref(problems.TenantPendingProblemSchema))
         documented = operation["responses"].get("403")
         descriptions = ["forbidden: the credential's role is below `" + role + "`."] if role != ROLES[0] else []
         descriptions.append("tenant-suspended: the tenant is suspended.")
+        descriptions.append("tenant-pending: the tenant (installed from GitHub) is not activated yet.")
         if isinstance(documented, dict):  # a view's own 403 (quota-exceeded)
             refusals.append(documented["content"][PROBLEM_MIMETYPE]["schema"])
             descriptions.append(documented.get("description", ""))

@@ -38,6 +38,8 @@ from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import STRATEGIES, RateLimiter
 from werkzeug.exceptions import TooManyRequests
 
+from app.backoff import Backoff
+
 #: Where the app keeps its :class:`TenantRateLimiter` (one per app: its storage is per app).
 EXTENSION = "tenantry_tenant_rate_limit"
 
@@ -46,9 +48,6 @@ log = logging.getLogger(__name__)
 
 class TenantRateLimiter:
     """Counts each tenant's requests against its plan's rate, in one storage with a memory fallback."""
-
-    #: Seconds before a storage that failed is tried again: doubled on each failure, up to this.
-    MAX_BACKOFF = 60.0
 
     def __init__(self, storage_uri: str, strategy: str = "fixed-window", prefix: str = "tenantry",
                  fall_back_to_memory: bool = True) -> None:
@@ -64,9 +63,8 @@ class TenantRateLimiter:
         self._shared: RateLimiter = self._strategy(self.storage)
         self._can_fall_back = fall_back_to_memory and not isinstance(self.storage, MemoryStorage)
         self._fallback: RateLimiter | None = None  # made on the first failure: memory storage starts a thread
-        self._lock = threading.Lock()
-        self._retry_at = 0.0  # monotonic time from which the shared storage is tried again
-        self._backoff = 1.0
+        self._lock = threading.Lock()  # the fallback is made once
+        self._backoff = Backoff()  # when the shared storage is tried again after a failure
 
     def hit(self, tenant_id: int, per_minute: int) -> float | None:
         """Count one request of the tenant; ``None`` within budget, else seconds until its window resets."""
@@ -94,32 +92,28 @@ class TenantRateLimiter:
             report["detail"] = ("Counted in each worker process's memory: a tenant can make up to "
                                 "(worker processes x its plan's rate) requests a minute, and its counts "
                                 "restart when a worker does. Production needs Redis: RATELIMIT_STORAGE_URI=redis://...")
-        elif self._fallback is not None and time.monotonic() < self._retry_at:
+        elif self._fallback is not None and not self._backoff.due():
             report["detail"] = "The storage failed: counting in this process's memory until it answers again."
             report["shared"] = False
         return report
 
     def _limiter(self) -> RateLimiter:
-        if self._fallback is None or time.monotonic() >= self._retry_at:
+        if self._fallback is None or self._backoff.due():
             return self._shared
         return self._fallback
 
     def _answered(self, limiter: RateLimiter) -> None:
-        if limiter is self._shared and self._backoff != 1.0:
-            with self._lock:
-                recovered, self._backoff = self._backoff != 1.0, 1.0
-            if recovered:  # once, however many threads saw it answer
-                log.warning("rate-limit storage answers again: counting there", extra={"event": "ratelimit.storage_up"})
+        if limiter is self._shared and self._backoff.answered():  # once, however many threads saw it answer
+            log.warning("rate-limit storage answers again: counting there", extra={"event": "ratelimit.storage_up"})
 
     def _failed(self, exc: BaseException) -> None:
         with self._lock:
             if self._fallback is None:
                 self._fallback = self._strategy(MemoryStorage())
-            self._retry_at = time.monotonic() + self._backoff
-            backoff, self._backoff = self._backoff, min(self._backoff * 2, self.MAX_BACKOFF)
+        _, waited = self._backoff.failed()
         log.warning(
             "rate-limit storage failed (%s): counting in this process's memory for %.0f s",
-            type(exc).__name__, backoff, extra={"event": "ratelimit.storage_down"},
+            type(exc).__name__, waited, extra={"event": "ratelimit.storage_down"},
         )
 
 

@@ -1,4 +1,5 @@
-"""The command line: ``flask db …``, ``flask tenants …`` and ``flask cluster …``.
+"""The command line: ``flask db …``, ``flask tenants …``, ``flask cluster …``, ``flask github …``, ``flask usage …``
+and ``flask billing …``.
 
 Like :mod:`app.api` for HTTP, this package sits on top of :mod:`app.tenancy` and never
 imports :mod:`app.api`. Commands parse, call the core, and render: human text on a
@@ -13,6 +14,9 @@ One module per command group, each importing only the modules below it:
 - ``portability``  ``flask tenants export|import``
 - ``fanout``       ``flask tenants migrate|status|check``: the fan-out with its progress and summary
 - ``cluster``      ``flask cluster …`` and ``flask tenants move`` (Citus)
+- ``github``       ``flask github deliveries list|purge|replay``, ``flask tenants purge`` (uninstalled) and
+  ``flask tenants github-sync``
+- ``billing``      ``flask usage close-period`` and ``flask billing events|backlog``: the billing outbox
 - ``db``           ``flask db …``: the public schema
 - ``errors``       a known domain error as one line on stderr and exit status 1
 - ``render``       the JSON shape of a tenant, shared by the commands that print one

@@ -18,13 +18,13 @@ from flask.cli import AppGroup
 from ..extensions import db
 from ..models.public import API_KEY_ROLES, ApiKey
 from ..pagination import every_item
+from ..services import api_keys as operator_keys
+from ..services.api_keys import AUDITED
 from ..tenancy import api_keys, audit, directory
 from .errors import domain_errors
 
 keys_cli = AppGroup("keys", help="Issue, list and revoke a tenant's API keys.")
 
-#: What a platform event shows of a key: never the token, never the hash.
-AUDITED = ("prefix", "name", "role", "revoked_at")
 
 
 def key_dict(key: ApiKey) -> dict[str, Any]:
@@ -99,12 +99,6 @@ def keys_revoke(slug: str, key_id: int) -> None:
     """Revoke API key KEY_ID of tenant SLUG (never the tenant's last active admin key)."""
     session = db.session()
     with audit.acting_as(audit.cli_actor()), session.begin():
-        tenant = directory.get_tenant(session, slug)
-        key = api_keys.revoke_api_key(session, tenant.id, key_id)
-        after = audit.snapshot(key, AUDITED)
-        audit.record_platform(
-            session, "api_key.revoked", "api_key", key_id, tenant_id=tenant.id, tenant_slug=slug,
-            before={**after, "revoked_at": None}, after=after,
-        )
+        after = audit.snapshot(operator_keys.revoke_for_operator(session, slug, key_id), AUDITED)
     click.echo(f"revoked {after['role']} key {key_id} (prefix {after['prefix']}) of tenant {slug}")
 

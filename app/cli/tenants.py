@@ -18,10 +18,11 @@ from flask.cli import AppGroup
 
 from ..extensions import db, tenant_roles_active
 from ..pagination import every_item
-from ..tenancy import audit, directory, lifecycle, migrations, placement
+from ..services import members
+from ..tenancy import audit, directory, lifecycle, migrations, placement, usage
 from ..tenancy.naming import quote_ident
 from ..tenancy.provisioning import TenantRecord, provision_tenant
-from . import cluster, fanout, keys, portability
+from . import cluster, fanout, github, keys, portability
 from .errors import domain_errors
 from .render import tenant_dict
 
@@ -34,10 +35,13 @@ tenants_cli = AppGroup("tenants", help="Create and inspect tenants and their sch
 @click.option("--plan", default="free", show_default=True)
 @click.option("--node", metavar="HOST:PORT", help="On Citus: the worker to place the tenant on (provisioned, "
               "then its empty schema moved there).")
+@click.option("--owner-email", metavar="EMAIL", help="The first member: an active owner, created in the same "
+              "transaction (stored normalised: trimmed, Unicode NFC, lowercase).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @domain_errors
-def tenants_create(slug: str, name: str, plan: str, node: str | None, as_json: bool) -> None:
-    """Provision tenant SLUG: row, schema t_SLUG, migrations, first admin API key."""
+def tenants_create(slug: str, name: str, plan: str, node: str | None, owner_email: str | None,
+                   as_json: bool) -> None:
+    """Provision tenant SLUG: row, schema t_SLUG, migrations, first admin API key (and first owner)."""
     with audit.acting_as(audit.cli_actor()):
         if node is not None:
             placement.check_target(db.engine, node)  # refused before anything is created
@@ -48,12 +52,16 @@ def tenants_create(slug: str, name: str, plan: str, node: str | None, as_json: b
             plan=plan,
             migrations_location=current_app.config["TENANT_MIGRATIONS_LOCATION"],
             tenant_role=tenant_roles_active(),
+            owner_email=owner_email,
         )
         placed = placement.place_new_tenant(db.engine, slug, node) if node is not None else None
     key = result.admin_key
     data: dict[str, Any] = {
         "tenant": tenant_dict(result.tenant),
         "api_key": {"id": key.id, "prefix": key.prefix, "role": key.role, "token": key.token},
+        "owner": None if result.owner is None else {
+            "id": result.owner.id, "email": result.owner.email, "role": result.owner.role,
+            "status": result.owner.status},
     }
     if placed is not None:
         data["node"] = placed.node
@@ -64,6 +72,8 @@ def tenants_create(slug: str, name: str, plan: str, node: str | None, as_json: b
         click.echo(f"created tenant {slug} in schema {result.tenant.schema_name} "
                    f"at revision {result.tenant.schema_revision}" + (f" on {data['node']}" if placed else ""))
         click.echo(f"admin API key (shown once): {result.admin_key.token}")
+        if result.owner is not None:
+            click.echo(f"owner: member {result.owner.id} <{result.owner.email}>")
     if placed is not None and placed.error:
         click.echo(f"error: tenant {slug} was created on {placed.source}, but moving it to {node} failed: "
                    f"{placed.error}; move it with `flask tenants move {slug} --to {node}`", err=True)
@@ -138,6 +148,63 @@ def tenants_list(as_json: bool) -> None:
                    f"{row['schema_revision'] or '-':<12} {row['name']}")
 
 
+@tenants_cli.command("usage")
+@click.argument("slug", required=False)
+@click.option("--period", metavar="YYYY-MM", help="The UTC month; default: the current one.")
+@click.option("--metric", default=usage.API_REQUESTS, show_default=True,
+              help="Without SLUG: the metric tenants are ranked by.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000),
+              help="Without SLUG: how many tenants.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@domain_errors
+def tenants_usage(slug: str | None, period: str | None, metric: str, limit: int, as_json: bool) -> None:
+    """Metered usage in a month (as flushed): tenant SLUG's metrics, or the top tenants by --metric."""
+    month = usage.period_or_current(period)
+    connection = db.session().connection()
+    if slug is not None:
+        tenant = directory.get_tenant(db.session(), slug)
+        [counts] = usage.history(connection, tenant.id, month, month)
+        if as_json:
+            click.echo(json.dumps({"slug": slug, "period": usage.format_period(month), "metrics": counts.metrics}))
+            return
+        if not counts.metrics:
+            click.echo(f"no usage for {slug} in {usage.format_period(month)}")
+        for name, value in counts.metrics.items():
+            click.echo(f"{name:<24} {value}")
+        return
+    rows = usage.top_tenants(connection, month, metric, limit)
+    if as_json:
+        click.echo(json.dumps({"period": usage.format_period(month), "metric": metric, "items": [
+            {"tenant_id": r.tenant_id, "slug": r.slug, "value": r.value} for r in rows]}))
+        return
+    if not rows:
+        click.echo(f"no {metric} in {usage.format_period(month)}")
+    for row in rows:
+        click.echo(f"{row.slug or f'(deleted {row.tenant_id})':<24} {row.value}")
+
+
+@tenants_cli.command("members")
+@click.argument("slug")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@domain_errors
+def tenants_members(slug: str, as_json: bool) -> None:
+    """List the members (people) of tenant SLUG, in id order; read from its schema, never changed here."""
+    session = db.session()
+    tenant = directory.get_tenant(session, slug)
+    found = every_item(lambda cursor: members.list_for_operator(session, tenant, limit=200, cursor=cursor))
+    rows = [{"id": m.id, "email": m.email, "display_name": m.display_name, "role": m.role, "status": m.status,
+             "subject": m.subject, "invited_by": m.invited_by, "created_at": m.created_at.isoformat(),
+             "last_seen_at": m.last_seen_at.isoformat() if m.last_seen_at else None} for m in found]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo(f"{slug} has no members")
+    for row in rows:
+        click.echo(f"{row['id']:<8} {row['role']:<7} {row['status']:<9} {row['email']:<40} "
+                   f"last seen {row['last_seen_at'] or 'never'}")
+
+
 @tenants_cli.command("revision")
 @click.option("-m", "--message", required=True)
 @click.option("--autogenerate", is_flag=True,
@@ -165,3 +232,5 @@ tenants_cli.add_command(keys.keys_cli)  # flask tenants keys create|list|revoke
 fanout.register(tenants_cli)  # flask tenants migrate|status|check
 portability.register(tenants_cli)  # flask tenants export|import
 tenants_cli.add_command(cluster.tenants_move)  # flask tenants move
+tenants_cli.add_command(github.tenants_purge)  # flask tenants purge --uninstalled-before DATE
+tenants_cli.add_command(github.tenants_github_sync)  # flask tenants github-sync

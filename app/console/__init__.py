@@ -6,7 +6,7 @@ platform audit events carry the actor ``console:<operator>``.
 
 - ``auth``      sign-in with the admin token, the session cookie, idle expiry, throttling
 - ``security``  headers on every console response, static assets with SRI and long caching
-- ``views``     the pages (overview, tenants, a tenant) and the suspend/resume action
+- ``pages``     the pages, one module per page family, on one blueprint
 - ``errors``    errors and a database outage as readable pages, never a stack trace
 
 ``CONSOLE_ENABLED=off`` registers nothing: no route, no session, no CSRF check.
@@ -40,8 +40,8 @@ def init_app(app: Flask) -> None:
             "session cookies. Set it to a long random value (python -c 'import secrets; "
             "print(secrets.token_urlsafe(32))'), or turn the console off with CONSOLE_ENABLED=off."
         )
-    from . import auth, security, views
+    from . import auth, pages, security
 
     auth.init_app(app)
     security.init_app(app)
-    app.register_blueprint(views.bp)
+    app.register_blueprint(pages.bp)

@@ -11,12 +11,15 @@ The cookie is Flask's signed session cookie with ``HttpOnly``, ``SameSite=Strict
 ``Path=/console/`` (it never reaches /v1/…: the admin API accepts only its bearer
 token) and ``Secure`` whenever the request came over HTTPS. A session idle for
 ``CONSOLE_IDLE_MINUTES`` ends twice over: the browser drops the cookie (its expiry is
-renewed on each request) and the server refuses a ``seen`` older than that.
+renewed on each request) and the server refuses a ``seen`` older than that. A request
+console.js makes by itself (polling the overview's running fan-out) is not activity:
+it leaves ``seen`` as it was, so an open tab never keeps an idle session alive.
 
 Failed sign-ins are counted per client address with ``limits``, in the storage of
 ``RATELIMIT_STORAGE_URI`` (falling back to this process's memory while it fails):
 past :data:`FAILED_SIGN_INS`, the address gets 429 until its window ends, even with
-the right token.
+the right token. The address is ``request.remote_addr``: behind proxies, the one
+``TRUSTED_PROXY_COUNT`` reads from X-Forwarded-For (``app.factory._trust_proxies``).
 """
 
 from __future__ import annotations
@@ -164,9 +167,14 @@ def current_operator() -> str | None:
     return operator
 
 
-def act_as(operator: str) -> None:
-    """Mark the session seen now, and record what this request does as ``console:<operator>``."""
-    session["seen"] = int(time.time())
+def act_as(operator: str, *, active: bool = True) -> None:
+    """Record what this request does as ``console:<operator>``; an ``active`` one marks the session seen now.
+
+    A page polling by itself (the overview while a fan-out runs) is not active: it never
+    keeps an idle session alive.
+    """
+    if active:
+        session["seen"] = int(time.time())
     g.console_operator = operator
     g.console_actor = audit.bind_actor(audit.Actor(label=f"console:{operator}", request_id=g.get("request_id")))
 

@@ -18,7 +18,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from app.pagination import InvalidCursor
+from app.services.errors import NotFound as RowNotFound
 from app.tenancy.errors import (
+    ApiKeyNotFound,
     InvalidTenantChange,
     MigrationRunNotFound,
     TenancyError,
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 KNOWN: dict[type[Exception], tuple[int, str]] = {
     TenantNotFound: (404, "Not found"),
     MigrationRunNotFound: (404, "Not found"),
+    ApiKeyNotFound: (404, "Not found"),
+    RowNotFound: (404, "Not found"),
     TenantBusy: (409, "Tenant busy"),
     InvalidTenantChange: (422, "Invalid change"),
     UnknownPlan: (422, "Unknown plan"),

@@ -6,6 +6,6 @@ Alembic stream, and the absence of a schema is what marks a tenant table
 """
 
 from .public import ApiKey, Plan, PublicBase, Tenant
-from .tenant import Repository, TenantBase
+from .tenant import Invitation, Member, Repository, TenantBase
 
-__all__ = ["ApiKey", "Plan", "PublicBase", "Repository", "Tenant", "TenantBase"]
+__all__ = ["ApiKey", "Invitation", "Member", "Plan", "PublicBase", "Repository", "Tenant", "TenantBase"]

@@ -1,4 +1,4 @@
-"""Shared tables in the ``public`` schema: plans, tenants, API keys, the migration ledger.
+"""Shared tables in the ``public`` schema: plans, tenants, API keys, the migration ledger, GitHub links.
 
 Every table here carries ``schema="public"`` explicitly. Tenant transactions run with
 a search_path that holds only the tenant's schema, so an unqualified public table
@@ -7,12 +7,14 @@ would not resolve there, which is the point.
 
 from __future__ import annotations
 
-from datetime import datetime
+import uuid
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -22,6 +24,9 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    Uuid,
+    func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -36,7 +41,7 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-TENANT_STATUSES = ("active", "suspended")
+TENANT_STATUSES = ("pending", "active", "suspended")
 API_KEY_ROLES = ("viewer", "member", "admin")
 RUN_STATUSES = ("running", "succeeded", "failed", "aborted")
 OUTCOME_STATUSES = ("migrated", "current", "failed", "deleted")
@@ -55,7 +60,8 @@ class Plan(PublicBase):
         CheckConstraint(
             "(max_repositories IS NULL OR max_repositories >= 0)"
             " AND (rate_limit_per_minute IS NULL OR rate_limit_per_minute > 0)"
-            " AND monthly_price_cents >= 0",
+            " AND monthly_price_cents >= 0"
+            " AND (max_api_requests_per_month IS NULL OR max_api_requests_per_month >= 0)",
             name="limits_positive",
         ),
     )
@@ -64,6 +70,7 @@ class Plan(PublicBase):
     name: Mapped[str] = mapped_column(String(40), unique=True)
     max_repositories: Mapped[int | None] = mapped_column(Integer)  # None = unlimited
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)  # None = unlimited
+    max_api_requests_per_month: Mapped[int | None] = mapped_column(BigInteger)  # None = unlimited
     monthly_price_cents: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[created_at]
 
@@ -80,14 +87,19 @@ class Tenant(PublicBase):
     __table_args__ = (
         CheckConstraint("slug ~ '^[a-z][a-z0-9_]{1,39}$'", name="slug_format"),
         CheckConstraint("schema_name = 't_' || slug", name="schema_name_derived"),
-        CheckConstraint("status IN ('active', 'suspended')", name="status_known"),
+        CheckConstraint("status IN ('pending', 'active', 'suspended')", name="status_known"),
+        # What answers the directory's filters, search and counts (migration 0006 says which does what).
+        Index("ix_tenants_status_slug", "status", "slug"),
+        Index("ix_tenants_plan_id_slug", "plan_id", "slug"),
+        Index("ix_tenants_schema_revision", "schema_revision"),
+        Index("ix_tenants_slug_pattern", "slug", postgresql_ops={"slug": "text_pattern_ops"}),
     )
 
     id: Mapped[bigint_pk]
     slug: Mapped[str] = mapped_column(String(40), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     schema_name: Mapped[str] = mapped_column(String(63), unique=True)
-    plan_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("public.plans.id"), index=True)
+    plan_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("public.plans.id"))
     status: Mapped[str] = mapped_column(String(20), default="active", server_default="active")
     #: The tenant schema's Alembic revision as last applied (``None`` before the first).
     schema_revision: Mapped[str | None] = mapped_column(String(64))
@@ -104,6 +116,11 @@ class Tenant(PublicBase):
     @property
     def plan_name(self) -> str:
         return self.plan.name
+
+
+# An expression index takes its operator class by label: declared once the column exists.
+Index("ix_tenants_name_lower_pattern", func.lower(Tenant.name).label("name_lower"),
+      postgresql_ops={"name_lower": "text_pattern_ops"})
 
 
 class ApiKey(PublicBase):
@@ -125,6 +142,8 @@ class ApiKey(PublicBase):
     created_at: Mapped[created_at]
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The member whose JWT created the key (a label: members live in the tenant's schema, no foreign key).
+    created_by_member_id: Mapped[int | None] = mapped_column(BigInteger)
 
     tenant: Mapped[Tenant] = relationship(lazy="raise")
 
@@ -220,3 +239,113 @@ class PlatformAuditEvent(PublicBase):
     resource_id: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(64))
     changes: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+
+class UsageCounter(PublicBase):
+    """One tenant's count of one metric in one UTC month (``period``: the month's first day).
+
+    Written by the batched upserts of :mod:`app.tenancy.usage` only. No foreign key to
+    tenants: the counts outlive the tenant they bill.
+    """
+
+    __tablename__ = "usage_counters"
+    __table_args__ = (
+        CheckConstraint("extract(day FROM period) = 1", name="period_is_month_start"),
+        CheckConstraint("value >= 0", name="value_non_negative"),
+        Index("ix_usage_counters_metric_period_value", "metric", "period", "value"),
+    )
+
+    tenant_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    metric: Mapped[str] = mapped_column(String(40), primary_key=True)
+    period: Mapped[date] = mapped_column(Date, primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    updated_at: Mapped[updated_at]
+
+
+GITHUB_ACCOUNT_TYPES = ("Organization", "User")
+DELIVERY_OUTCOMES = ("applied", "ignored", "duplicate", "failed")
+
+
+class TenantInstallation(PublicBase):
+    """The GitHub App installation a tenant stands for (operator-provisioned tenants have none).
+
+    Keyed by its tenant (one installation per tenant) and unique by installation id (one
+    tenant per installation). Kept after ``installation.deleted``: ``uninstalled_at`` says
+    when, and ``flask tenants purge`` deletes such tenants later.
+    """
+
+    __tablename__ = "tenant_installations"
+    __table_args__ = (
+        CheckConstraint("account_type IN ('Organization', 'User')", name="account_type_known"),
+        Index("ix_tenant_installations_account_id", "account_id"),
+    )
+
+    tenant_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("public.tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    installation_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    account_id: Mapped[int] = mapped_column(BigInteger)
+    account_login: Mapped[str] = mapped_column(String(100))
+    account_type: Mapped[str] = mapped_column(String(20))
+    installed_at: Mapped[created_at]
+    suspended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    uninstalled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[updated_at]
+
+
+class GithubDelivery(PublicBase):
+    """One GitHub webhook delivery, by its ``X-GitHub-Delivery`` id, and what came of it.
+
+    ``payload`` (the body as received) is kept only for deliveries that were not applied
+    (failed, or for an installation not known yet), so they can be replayed. No foreign
+    key to tenants: the record outlives the tenant it mentions.
+    """
+
+    __tablename__ = "github_deliveries"
+    __table_args__ = (
+        CheckConstraint("outcome IN ('applied', 'ignored', 'duplicate', 'failed')", name="outcome_known"),
+        Index("ix_github_deliveries_received_at", "received_at"),
+        Index("ix_github_deliveries_installation_id", "installation_id"),
+    )
+
+    id: Mapped[bigint_pk]
+    delivery_id: Mapped[str] = mapped_column(String(64), unique=True)
+    event: Mapped[str] = mapped_column(String(60))
+    action: Mapped[str | None] = mapped_column(String(60))
+    installation_id: Mapped[int | None] = mapped_column(BigInteger)
+    tenant_id: Mapped[int | None] = mapped_column(BigInteger)
+    received_at: Mapped[created_at]
+    outcome: Mapped[str] = mapped_column(String(20))
+    error: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[str | None] = mapped_column(Text)
+
+
+BILLING_EVENT_TYPES = (
+    "tenant.plan_changed", "tenant.activated", "tenant.suspended", "tenant.resumed", "tenant.deleted",
+    "usage.period_closed",
+)
+
+
+class BillingEvent(PublicBase):
+    """One event of the billing outbox, written in the transaction of its change (:mod:`app.tenancy.billing`).
+
+    No foreign key to tenants: a deleted tenant's events are still owed.
+    """
+
+    __tablename__ = "billing_events"
+    __table_args__ = (
+        Index("ix_billing_events_unacked", "id", postgresql_where=text("acked_at IS NULL")),
+    )
+
+    id: Mapped[bigint_pk]
+    idempotency_key: Mapped[str] = mapped_column(String(120), unique=True)
+    type: Mapped[str] = mapped_column(String(40))
+    tenant_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    tenant_slug: Mapped[str | None] = mapped_column(String(40))
+    occurred_at: Mapped[created_at]
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    claim_token: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    acked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

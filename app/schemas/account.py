@@ -13,6 +13,9 @@ class QuotaUsageSchema(ResponseSchema):
 
 class TenantUsageSchema(ResponseSchema):
     repositories = fields.Nested(QuotaUsageSchema)
+    api_requests_this_month = fields.Nested(QuotaUsageSchema, metadata={
+        "description": "API requests this UTC month against the plan's max_api_requests_per_month, as flushed "
+                       "(a few seconds behind; the limit itself is checked on every request)."})
 
 
 class CurrentTenantSchema(ResponseSchema):

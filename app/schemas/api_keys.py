@@ -22,6 +22,9 @@ class ApiKeySchema(ResponseSchema):
         metadata={"description": "Refreshed at most once a minute: up to 60 s behind the last use."},
     )
     revoked_at = fields.DateTime(allow_none=True, dump_default=None)
+    created_by_member_id = fields.Integer(allow_none=True, dump_default=None, metadata={
+        "description": "The member whose JWT created the key (null: created by a key, the admin API, the console "
+                       "or the CLI). A label: it stays after that member is removed."})
 
 
 class ApiKeyCreateSchema(Schema):

@@ -36,6 +36,10 @@ class AuditEventSchema(ResponseSchema):
     role = fields.String(allow_none=True)
     request_id = fields.String(allow_none=True)
     changes = fields.Dict(allow_none=True, metadata={"description": "before/after of the fields that changed."})
+    actor = fields.String(allow_none=True, metadata={
+        "example": "member:7", "description": "Who acted: member:<id>, api-key:<id>, jwt:<sub>, system "
+                                              "(null on events written before schema revision t0003)."})
+    member_id = fields.Integer(allow_none=True, metadata={"description": "The member who acted, if a member did."})
 
 
 class PlatformAuditEventSchema(ResponseSchema):

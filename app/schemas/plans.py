@@ -40,6 +40,9 @@ class PlanLimitsSchema(ResponseSchema):
     name = fields.String()
     max_repositories = fields.Integer(allow_none=True, metadata={"description": _MAX_REPOSITORIES})
     rate_limit_per_minute = fields.Integer(allow_none=True, metadata={"description": _RATE_LIMIT})
+    max_api_requests_per_month = fields.Integer(allow_none=True, metadata={
+        "description": "Authenticated tenant requests allowed per UTC month (429 quota-exceeded beyond); "
+                       "null: unlimited."})
     monthly_price_cents = fields.Integer()
 
 

@@ -74,6 +74,13 @@ class TenantSuspendedProblemSchema(ProblemSchema):
     status = _status(403)
 
 
+class TenantPendingProblemSchema(ProblemSchema):
+    """403 ``tenant-pending``: the credential's tenant (installed from GitHub) is not activated yet."""
+
+    type = _type("tenant-pending")
+    status = _status(403)
+
+
 class QuotaProblemSchema(ProblemSchema):
     """403 ``quota-exceeded``: the plan's limit is reached; the quota, its limit and the usage."""
 
@@ -97,9 +104,16 @@ class ConflictProblemSchema(ProblemSchema):
     OPTIONAL = frozenset({"errors"})
 
     type = _type("conflict", "tenant-exists", "tenant-busy", "api-key-revoked", "last-admin-key",
-                 "placement-refused")
+                 "placement-refused", "github-sync-unavailable", "last-owner", "invitation-used")
     status = _status(409)
     errors = FieldErrors()
+
+
+class GoneProblemSchema(ProblemSchema):
+    """410: it existed and is no more usable (an expired invitation)."""
+
+    type = _type("invitation-expired")
+    status = _status(410)
 
 
 class PayloadTooLargeProblemSchema(ProblemSchema):

@@ -1,4 +1,4 @@
-"""API keys of the bound tenant, as its admins manage them: list, issue, revoke.
+"""API keys of the bound tenant, as its admins manage them: list, issue, revoke; and as an operator revokes them.
 
 The keys live in ``public.api_keys`` (schema-qualified, so they resolve in a tenant
 transaction whose search_path holds only the tenant's schema); the audit events go to
@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.models.public import ApiKey, Tenant
 from app.pagination import Page
-from app.tenancy import api_keys, audit
+from app.tenancy import api_keys, audit, directory
 from app.tenancy.api_keys import IssuedApiKey
 from app.tenancy.binding import platform_access
 from app.tenancy.context import require_tenant
@@ -36,7 +36,8 @@ def create_api_key(session: Session, *, role: str, name: str | None = None) -> I
         tenant = session.get(Tenant, binding.tenant_id)
         if tenant is None:
             raise TenantNotFound(binding.slug)
-        issued = api_keys.issue_api_key(session, tenant, role, name=name)  # flushed in here
+        issued = api_keys.issue_api_key(session, tenant, role, name=name,  # flushed in here
+                                        created_by_member_id=audit.current_actor().member_id)
     audit.record(session, "api_key.created", "api_key", issued.id,
                  after={"prefix": issued.prefix, "name": name, "role": role})
     return issued
@@ -51,4 +52,19 @@ def revoke_api_key(session: Session, key_id: int) -> ApiKey:
     # Only an active key can be revoked, so before differs in revoked_at alone.
     audit.record(session, "api_key.revoked", "api_key", key_id,
                  before={**after, "revoked_at": None}, after=after)
+    return key
+
+
+def revoke_for_operator(session: Session, slug: str, key_id: int) -> ApiKey:
+    """An operator (CLI or console) revokes a key of tenant ``slug``: a platform audit event, same rules.
+
+    :raise TenantNotFound, ApiKeyNotFound, LastAdminKey, ApiKeyAlreadyRevoked: nothing changed.
+    """
+    tenant = directory.get_tenant(session, slug)
+    key = api_keys.revoke_api_key(session, tenant.id, key_id)
+    after = audit.snapshot(key, AUDITED)
+    audit.record_platform(
+        session, "api_key.revoked", "api_key", key_id, tenant_id=tenant.id, tenant_slug=slug,
+        before={**after, "revoked_at": None}, after=after,
+    )
     return key

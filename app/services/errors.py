@@ -42,3 +42,25 @@ class QuotaExceeded(ServiceError):
         self.limit = limit
         self.usage = usage
         self.problem_extensions = {"quota": quota, "limit": limit, "usage": usage}
+
+
+class NotAllowed(ServiceError):
+    """The caller's role may not make this change (403 ``forbidden``): e.g. an admin touching an owner."""
+
+
+class LastOwner(ServiceError):
+    """The change would leave the tenant without an active owner (409 ``last-owner``)."""
+
+    def __init__(self, member_id: int) -> None:
+        super().__init__(
+            f"member {member_id} is the tenant's last active owner; make another member owner first"
+        )
+        self.member_id = member_id
+
+
+class InvitationUsed(ServiceError):
+    """The invitation token was accepted before: it is good once (409 ``invitation-used``)."""
+
+
+class InvitationExpired(ServiceError):
+    """The invitation token's time is up (410 ``invitation-expired``); invite the member again."""

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from app.models.public import Plan, Tenant
 from app.models.tenant import Repository
+from app.tenancy import usage as metering
 from app.tenancy.binding import platform_access
 from app.tenancy.context import require_tenant
 from app.tenancy.locks import lock_tenant_quota
@@ -36,15 +37,23 @@ class Usage:
     limit: int | None
 
 
-def repository_usage(session: Session) -> Usage:
-    """The bound tenant's repositories against its plan's ``max_repositories``."""
-    binding = require_tenant()
-    return Usage(used=_repository_count(session), limit=_repository_limit(session, binding.tenant_id))
-
-
 def usage(session: Session) -> dict[str, Usage]:
-    """Every quota of the bound tenant, by name (what ``GET /v1/tenant`` shows)."""
-    return {"repositories": repository_usage(session)}
+    """Every quota of the bound tenant, by name (what ``GET /v1/tenant`` shows).
+
+    ``api_requests_this_month`` is the stored counter, as flushed (a primary-key read): a
+    few seconds behind what the request path checks, which adds what is not flushed yet
+    (:mod:`app.tenancy.usage`).
+    """
+    binding = require_tenant()
+    key = (binding.tenant_id, metering.API_REQUESTS, metering.period_or_current(None))
+    with platform_access(session):  # plans and usage counters are platform data
+        repositories, requests = session.execute(
+            select(Plan.max_repositories, Plan.max_api_requests_per_month)
+            .join(Tenant, Tenant.plan_id == Plan.id).where(Tenant.id == binding.tenant_id)
+        ).one()
+        requested = metering.read_stored(session.connection(), key)
+    return {"repositories": Usage(used=repository_count(session), limit=repositories),
+            "api_requests_this_month": Usage(used=requested, limit=requests)}
 
 
 def reserve_repository(session: Session) -> None:
@@ -59,12 +68,13 @@ def reserve_repository(session: Session) -> None:
     limit = _repository_limit(session, binding.tenant_id)
     if limit is None:
         return  # unlimited: no count(*) on every create
-    used = _repository_count(session)
+    used = repository_count(session)
     if used >= limit:
         raise QuotaExceeded("repositories", limit, used)
 
 
-def _repository_count(session: Session) -> int:
+def repository_count(session: Session) -> int:
+    """The bound tenant's repositories, counted."""
     return session.scalar(select(func.count()).select_from(Repository)) or 0
 
 

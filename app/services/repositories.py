@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.models.tenant import Repository
 from app.pagination import Page, decode_cursor, make_page
-from app.tenancy import audit
+from app.tenancy import audit, usage
 
 from . import quotas
 from .errors import Conflict, NotFound
@@ -70,6 +70,8 @@ def create_repository(
         )
     audit.record(session, "repository.created", "repository", created.id,
                  after=audit.snapshot(created, AUDITED))
+    # The month's peak of the gauge, counted once the create commits.
+    usage.record_on_commit(session, usage.REPOSITORIES, quotas.repository_count(session))
     return created
 
 

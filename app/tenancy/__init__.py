@@ -24,9 +24,14 @@ Tenants and their keys
 - ``lifecycle``     rename, change plan, suspend, resume, delete
 - ``api_keys``      issuing, checking, listing and revoking tenant API keys
 - ``jwt_tokens``    signed bearer tokens instead of a stored API key
+- ``members``       the people of a tenant: email normalisation, the first owner, signing in with a JWT
 - ``audit``         who acts (a context value) and the two audit trails it writes
 - ``events``        log lines about tenants, written when their transaction commits
 - ``portability``   export one tenant to a file, import a file into a new tenant
+- ``periods``       calendar months (UTC): the periods usage is counted and billed in
+- ``usage``         usage metering: counts per tenant, metric and month, flushed in batches; monthly limits
+- ``usage_redis``   usage counters in Redis (``USAGE_STORAGE_URI``): one total shared by every process
+- ``billing``       the billing outbox: events written with their change, closed months, claims and acknowledgements
 
 Schemas and their migrations
 - ``locks``         advisory locks shared by provisioning, migrations and deletion

@@ -29,7 +29,7 @@ from app.pagination import Page, decode_cursor, make_page
 
 from . import binding
 from .context import TenantBinding
-from .errors import ApiKeyAlreadyRevoked, ApiKeyNotFound, InvalidApiKey, LastAdminKey, TenantSuspended
+from .errors import ApiKeyAlreadyRevoked, ApiKeyNotFound, InvalidApiKey, LastAdminKey, TenantPending, TenantSuspended
 
 TOKEN_PREFIX = "tnt"
 #: ``last_used_at`` is refreshed at most this often, so reads do not each cost a write.
@@ -53,6 +53,7 @@ class IssuedApiKey:
     token: str
     name: str | None = None
     created_at: datetime | None = None
+    created_by_member_id: int | None = None
 
 
 def hash_secret(secret: str) -> str:
@@ -68,9 +69,12 @@ def new_prefix_and_secret() -> tuple[str, str]:
 
 
 def issue_api_key(
-    session: Session, tenant: Tenant, role: str = "admin", *, name: str | None = None
+    session: Session, tenant: Tenant, role: str = "admin", *, name: str | None = None,
+    created_by_member_id: int | None = None,
 ) -> IssuedApiKey:
     """Create a key for ``tenant`` in the session's transaction (flushed, not committed).
+
+    ``created_by_member_id`` labels a key a person made (the acting member), else None.
 
     Role and name are validated by the callers (schemas, CLI options); here a bad one
     is a programming error.
@@ -80,12 +84,13 @@ def issue_api_key(
     if name is not None and not 0 < len(name) <= NAME_MAX:
         raise ValueError(f"a key name has 1 to {NAME_MAX} characters")
     prefix, secret = new_prefix_and_secret()
-    key = ApiKey(tenant_id=tenant.id, prefix=prefix, secret_hash=hash_secret(secret), role=role, name=name)
+    key = ApiKey(tenant_id=tenant.id, prefix=prefix, secret_hash=hash_secret(secret), role=role, name=name,
+                 created_by_member_id=created_by_member_id)
     session.add(key)
     session.flush()  # generate api_keys.id and created_at for the caller's response
     return IssuedApiKey(
         id=key.id, prefix=prefix, role=role, token=f"{TOKEN_PREFIX}_{prefix}_{secret}",
-        name=name, created_at=key.created_at,
+        name=name, created_at=key.created_at, created_by_member_id=created_by_member_id,
     )
 
 
@@ -170,6 +175,8 @@ class AuthenticatedKey:
     tenant: TenantBinding
     #: The tenant's plan budget (None: unlimited).
     rate_limit_per_minute: int | None
+    #: The plan's monthly allowance of API requests (None: unlimited).
+    max_api_requests_per_month: int | None = None
 
 
 _keys, _tenants, _plans = ApiKey.__table__, Tenant.__table__, Plan.__table__
@@ -178,7 +185,8 @@ _keys, _tenants, _plans = ApiKey.__table__, Tenant.__table__, Plan.__table__
 _LOOKUP = (
     select(
         _keys.c.id, _keys.c.role, _keys.c.last_used_at, _keys.c.tenant_id, _tenants.c.slug, _tenants.c.db_role,
-        _plans.c.rate_limit_per_minute, _keys.c.secret_hash, _keys.c.revoked_at, _tenants.c.status,
+        _plans.c.rate_limit_per_minute, _plans.c.max_api_requests_per_month,
+        _keys.c.secret_hash, _keys.c.revoked_at, _tenants.c.status,
     )
     .select_from(
         _keys.join(_tenants, _tenants.c.id == _keys.c.tenant_id).join(_plans, _plans.c.id == _tenants.c.plan_id)
@@ -213,6 +221,7 @@ def authenticate(
 
     :raise InvalidApiKey: malformed, unknown, revoked, or the secret does not match.
     :raise TenantSuspended: the key is valid but its tenant is suspended.
+    :raise TenantPending: the key is valid but its tenant is not activated yet.
     """
     parts = token.split("_", 2)
     if len(parts) != 3 or parts[0] != TOKEN_PREFIX or not _PREFIX.fullmatch(parts[1]) or not parts[2]:
@@ -243,10 +252,13 @@ def authenticate(
         raise InvalidApiKey("Unknown API key.")
     if row.revoked_at is not None:
         raise InvalidApiKey("This API key has been revoked.")
+    if row.status == "pending":
+        raise TenantPending(tenant.slug)
     if row.status != "active":
         raise TenantSuspended(tenant.slug)
     key = AuthenticatedKey(id=row.id, role=row.role, last_used_at=row.last_used_at, tenant=tenant,
-                           rate_limit_per_minute=row.rate_limit_per_minute)
+                           rate_limit_per_minute=row.rate_limit_per_minute,
+                           max_api_requests_per_month=row.max_api_requests_per_month)
     if touch:
         touch_last_used(session, key)
     return key

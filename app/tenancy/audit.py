@@ -38,12 +38,14 @@ from app.pagination import Page, decode_cursor, make_page
 
 @dataclass(frozen=True)
 class Actor:
-    """Who is acting: a tenant API key, the admin token, or an operator at the CLI."""
+    """Who is acting: a tenant API key, a member (or JWT), the admin token, or an operator at the CLI."""
 
-    label: str  # "api-key:42", "admin-api", "cli:alice@host"
+    label: str  # "api-key:42", "member:7", "jwt:<sub>", "admin-api", "cli:alice@host"
     api_key_id: int | None = None
     role: str | None = None
     request_id: str | None = None
+    #: The member acting (a JWT matched to a member of the tenant); None for keys and operators.
+    member_id: int | None = None
 
 
 #: Changes made with no actor bound (scripts, tests) are recorded as the system's.
@@ -117,7 +119,7 @@ def record(
         action=action, resource=resource,
         resource_id=None if resource_id is None else str(resource_id),
         api_key_id=actor.api_key_id, role=actor.role, request_id=actor.request_id,
-        changes=changes(before, after),
+        changes=changes(before, after), actor=actor.label, member_id=actor.member_id,
     ))
 
 

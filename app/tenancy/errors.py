@@ -57,6 +57,14 @@ class TenantSuspended(TenancyError):
         self.slug = slug
 
 
+class TenantPending(TenancyError):
+    """The tenant exists (installed from GitHub) but an operator has not activated it yet."""
+
+    def __init__(self, slug: str) -> None:
+        super().__init__(f"tenant {slug!r} is pending: it is not activated yet, so its credentials are refused")
+        self.slug = slug
+
+
 class InvalidApiKey(TenancyError):
     """The API key is malformed, unknown, revoked or does not match its hash."""
 
@@ -173,3 +181,49 @@ class MoveFailed(TenancyError):
     def __init__(self, slug: str, error: str) -> None:
         super().__init__(f"moving tenant {slug!r} failed; it stays where it was: {error}")
         self.slug = slug
+
+
+class InvalidEmail(TenancyError):
+    """An email address that cannot name a member (shape, length, characters)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"invalid {field}: {reason}")
+        self.field_errors = {field: [reason]}
+
+
+class InvalidPeriod(TenancyError):
+    """A usage period is not a month written ``YYYY-MM`` (or a range runs backwards)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"invalid {field}: {reason}")
+        self.field_errors = {field: [reason]}
+
+
+class MonthlyQuotaExceeded(TenancyError):
+    """The tenant used its plan's monthly allowance of a metric; it resets at ``resets_at``.
+
+    ``problem_extensions`` go into the problem document (the limit, the usage and the
+    reset time, ISO 8601 UTC); ``retry_after`` is the seconds until then.
+    """
+
+    def __init__(self, metric: str, limit: int, usage: int, resets_at: str, retry_after: int) -> None:
+        super().__init__(
+            f"The plan allows {limit} {metric} per month and this tenant has used {usage}; "
+            f"the count starts again at {resets_at}, or move to a larger plan."
+        )
+        self.metric = metric
+        self.limit = limit
+        self.usage = usage
+        self.resets_at = resets_at
+        self.retry_after = retry_after
+        self.problem_extensions = {"quota": metric, "limit": limit, "usage": usage, "resets_at": resets_at}
+
+
+class PeriodStillOpen(TenancyError):
+    """A month cannot be closed before it ended, plus the grace that lets the last counts arrive."""
+
+    def __init__(self, period: str, closable_at: str) -> None:
+        super().__init__(f"{period} cannot be closed before {closable_at}: it has not ended, or its last "
+                         "usage counts may still be on their way (USAGE_CLOSE_GRACE_SECONDS).")
+        self.period = period
+        self.closable_at = closable_at

@@ -15,6 +15,7 @@ the context when there is one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.orm import Session, SessionTransaction
@@ -24,6 +25,7 @@ from .audit import current_actor
 log = logging.getLogger("app.tenancy")
 
 _PENDING = "tenantry.log_on_commit"
+_CALLBACKS = "tenantry.call_on_commit"
 
 
 def log_on_commit(session: Session, event: str, tenant: str, message: str, **fields: Any) -> None:
@@ -33,14 +35,26 @@ def log_on_commit(session: Session, event: str, tenant: str, message: str, **fie
     session.info.setdefault(_PENDING, []).append((message, record))
 
 
+def call_on_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Call ``callback`` once the session's transaction commits; never when it rolls back.
+
+    For effects outside the database that must follow the change, as the log lines do
+    (:mod:`.usage` counts a gauge this way).
+    """
+    session.info.setdefault(_CALLBACKS, []).append(callback)
+
+
 def _after_commit(session: Session) -> None:
     for message, record in session.info.pop(_PENDING, ()):
         log.info(message, extra=record)
+    for callback in session.info.pop(_CALLBACKS, ()):
+        callback()
 
 
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:  # after_commit ran first if it committed: what is left was rolled back
         session.info.pop(_PENDING, None)
+        session.info.pop(_CALLBACKS, None)
 
 
 LISTENERS = (("after_commit", _after_commit), ("after_transaction_end", _after_transaction_end))

@@ -1,9 +1,11 @@
 """A tenant after onboarding: rename, change plan, suspend, resume, delete.
 
 Every change is one transaction of the caller's (nothing here commits), with its
-platform audit event in it. Suspension and deletion take effect for the next request
-in every server process: authentication reads the tenant and its key from the
-database on each request, there is no cache to go stale.
+platform audit event in it, and the billing event a billing system needs (a plan
+change, an activation, suspension, resumption or deletion: :mod:`.billing`) written
+last. Suspension and deletion take effect for the next request in every server
+process: authentication reads the tenant and its key from the database on each
+request, there is no cache to go stale.
 
 Deletion drops the schema and the row together, under the tenant's advisory lock (the
 one provisioning and the fan-out take), so a tenant is never deleted under a
@@ -21,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from app.models.public import TENANT_STATUSES, Plan, Tenant
 
-from . import audit, events, roles
+from . import audit, billing, events, roles
 from .errors import InvalidTenantChange, TenantBusy, TenantNotFound, UnknownPlan
 from .locks import LOCK_NAMESPACE
 from .naming import quote_ident
@@ -30,7 +32,7 @@ from .provisioning import TenantRecord
 #: How long a deletion waits for the tenant's in-flight transactions to let go of its tables.
 DELETE_LOCK_TIMEOUT = "5s"
 
-_ACTIONS = {"active": "tenant.resumed", "suspended": "tenant.suspended"}
+_ACTIONS = {"active": "tenant.resumed", "suspended": "tenant.suspended", "pending": "tenant.pending"}
 
 
 def update_tenant(
@@ -53,6 +55,7 @@ def update_tenant(
     if name is not None and not name.strip():
         raise InvalidTenantChange("name", "The name must not be blank.")
     changed = False
+    outbox: list[tuple[str, dict[str, Any]]] = []  # billing events, written last (billing.record)
     if name is not None and name != tenant.name:
         _event(session, tenant, "tenant.renamed", {"name": tenant.name}, {"name": name})
         tenant.name = name
@@ -62,15 +65,21 @@ def update_tenant(
         if new_plan is None:
             raise UnknownPlan(plan)
         _event(session, tenant, "tenant.plan_changed", {"plan": tenant.plan.name}, {"plan": plan})
+        outbox.append((billing.PLAN_CHANGED, {"plan": plan, "previous_plan": tenant.plan.name}))
         tenant.plan = new_plan
         changed = True
     if status is not None and status != tenant.status:
-        _event(session, tenant, _ACTIONS[status], {"status": tenant.status}, {"status": status})
+        action = "tenant.activated" if tenant.status == "pending" and status == "active" else _ACTIONS[status]
+        _event(session, tenant, action, {"status": tenant.status}, {"status": status})
+        if action in billing.STATUS_EVENTS:
+            outbox.append((action, {"status": status, "previous_status": tenant.status}))
         tenant.status = status
         changed = True
     if changed:
         session.flush()
         session.refresh(tenant, ["updated_at"])
+    for event_type, data in outbox:
+        billing.record(session, event_type, tenant.id, tenant.slug, {"plan": tenant.plan.name, **data})
     return TenantRecord.of(tenant)
 
 
@@ -105,6 +114,8 @@ def delete_tenant(session: Session, slug: str) -> TenantRecord:
         roles.drop_tenant_role(connection, tenant.db_role)  # it owned only the schema just dropped
     session.delete(tenant)
     session.flush()
+    billing.record(session, billing.DELETED, record.id, record.slug,
+                   {"plan": record.plan_name, "status": record.status})
     return record
 
 

@@ -42,6 +42,19 @@ def lock_tenant_quota(connection: Connection, slug: str) -> None:
     connection.exec_driver_sql(f"SELECT {TENANT_LOCK_CALL}", tenant_lock_params(slug, QUOTA_LOCK_NAMESPACE))
 
 
+#: classid of the per-installation lock ("TG"): every GitHub webhook delivery for one
+#: installation queues here, before it takes the tenant lock (always in that order), so
+#: an ``installation.created`` and the events racing it apply one after the other.
+INSTALLATION_LOCK_NAMESPACE = 0x5447
+
+
+def lock_installation(connection: Connection, installation_id: int) -> None:
+    """Wait for, then hold until the transaction ends, the lock of GitHub installation ``installation_id``."""
+    connection.exec_driver_sql(
+        f"SELECT {TENANT_LOCK_CALL}", tenant_lock_params(str(installation_id), INSTALLATION_LOCK_NAMESPACE)
+    )
+
+
 #: classid of the fan-out lock ("TF"), apart from per-tenant locks so no slug can collide.
 FANOUT_LOCK = (0x5446, 1)
 

@@ -1,4 +1,4 @@
-"""Create a tenant: row, schema, migrations to head and first API key, all or nothing.
+"""Create a tenant: row, schema, migrations to head, first API key and first owner, all or nothing.
 
 PostgreSQL DDL is transactional, so the whole onboarding is one transaction: a
 failed migration, a lost connection or a duplicate slug leaves no schema, no row and
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -21,9 +21,9 @@ from sqlalchemy import Select, Table, bindparam, insert, literal, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from app.models.public import ApiKey, Plan, PlatformAuditEvent, Tenant
+from app.models.public import TENANT_STATUSES, ApiKey, Plan, PlatformAuditEvent, Tenant
 
-from . import audit, locks, roles
+from . import audit, locks, members, roles
 from .api_keys import TOKEN_PREFIX, IssuedApiKey, hash_secret, new_prefix_and_secret
 from .binding import adopt, binding_sql, binding_statement, confirm_binding, opening_statement_binds
 from .context import current_tenant
@@ -58,6 +58,8 @@ class TenantRecord:
 class ProvisionedTenant:
     tenant: TenantRecord
     admin_key: IssuedApiKey
+    #: The first owner, when an owner email was given.
+    owner: members.OwnerRecord | None = None
 
 
 def provision_tenant(
@@ -69,6 +71,7 @@ def provision_tenant(
     migrations_location: str | None = None,
     revision: str | None = None,
     tenant_role: bool = False,
+    owner_email: str | None = None,
 ) -> ProvisionedTenant:
     """Owns its transaction: provision a tenant, then commit; on any failure roll back and raise.
 
@@ -76,13 +79,17 @@ def provision_tenant(
     commit or vanish together, and nothing else with it). ``revision``: migrate the new
     schema to this revision of the tenant stream instead of head. ``tenant_role``: give
     the tenant a database role that owns its schema (:mod:`app.tenancy.roles`).
+    ``owner_email``: the tenant's first member, an active owner, in the same transaction.
 
     :raise InvalidSlug: the slug breaks the naming rules (nothing was sent to the database).
+    :raise InvalidEmail: ``owner_email`` is not an address (nothing was sent either).
     :raise UnknownPlan: no plan has that name.
     :raise TenantAlreadyExists: the slug, or its schema, is taken.
     :raise ProvisioningFailed: anything after validation failed; all of it was rolled back.
     """
     schema_name_for(validate_slug(slug))  # InvalidSlug before any SQL
+    if owner_email is not None:
+        owner_email = members.normalise_email(owner_email, "owner_email")  # InvalidEmail, no SQL either
     if session.in_transaction():
         raise RuntimeError("provision_tenant() needs a session with no open transaction")
     started = time.perf_counter()
@@ -90,7 +97,7 @@ def provision_tenant(
         with session.begin():
             provisioned = provision_in_transaction(
                 session, slug=slug, name=name, plan=plan, location=migrations_location, revision=revision,
-                tenant_role=tenant_role,
+                tenant_role=tenant_role, owner_email=owner_email,
             )
     except TenancyError as exc:
         _log_failure(slug, started, exc)
@@ -139,13 +146,19 @@ def provision_in_transaction(
     location: str | None = None,
     revision: str | None = None,
     tenant_role: bool = False,
+    status: str = "active",
+    owner_email: str | None = None,
 ) -> ProvisionedTenant:
     """The body of :func:`provision_tenant`, in a transaction the caller owns and ends.
 
     For callers that do more in the same transaction (a tenant import loads its data
-    before committing). Flushes, never commits; the caller rolls back on any error.
-    ``revision``: the tenant-stream revision to migrate the new schema to (head when None).
+    before committing, a GitHub installation its repositories). Flushes, never commits;
+    the caller rolls back on any error. ``revision``: the tenant-stream revision to
+    migrate the new schema to (head when None). ``status``: ``pending`` for a tenant
+    that exists but whose keys are refused until an operator activates it.
     """
+    if status not in TENANT_STATUSES:
+        raise ValueError(f"unknown status {status!r}; expected one of {TENANT_STATUSES}")
     schema_name = schema_name_for(validate_slug(slug))
     caller = current_tenant()
     # The transaction's first statement binds it (the caller's binding, usually the deny
@@ -194,8 +207,14 @@ def provision_in_transaction(
     )
     confirm_binding(connection, caller, restored[0])
 
-    return _insert_records(session, slug=slug, name=name, schema_name=schema_name, plan_id=plan_id,
-                           plan_name=plan_name, revision=revision, role=role)
+    provisioned = _insert_records(session, slug=slug, name=name, schema_name=schema_name, plan_id=plan_id,
+                                  plan_name=plan_name, revision=revision, role=role,
+                                  status=status)
+    if owner_email is None:
+        return provisioned
+    owner = members.create_first_owner(session, schema_name, members.normalise_email(owner_email, "owner_email"),
+                                       role=role)
+    return replace(provisioned, owner=owner)
 
 
 
@@ -221,7 +240,7 @@ _CHECK = select(
 
 def _insert_records(
     session: Session, *, slug: str, name: str, schema_name: str, plan_id: int, plan_name: str,
-    revision: str | None, role: str | None,
+    revision: str | None, role: str | None, status: str = "active",
 ) -> ProvisionedTenant:
     """The tenant row, its first (admin) key and the platform audit event: one statement.
 
@@ -234,9 +253,10 @@ def _insert_records(
     actor = audit.current_actor()
     row = session.execute(_INSERT_RECORDS, {
         "slug": slug, "name": name, "schema_name": schema_name, "plan_id": plan_id, "revision": revision,
-        "role": role, "prefix": prefix, "secret_hash": hash_secret(secret), "actor": actor.label,
+        "role": role, "status": status, "prefix": prefix, "secret_hash": hash_secret(secret), "actor": actor.label,
         "request_id": actor.request_id,
-        "changes": audit.changes(None, {"name": name, "plan": plan_name, "schema_revision": revision}),
+        "changes": audit.changes(None, {"name": name, "plan": plan_name, "schema_revision": revision,
+                                        **({"status": status} if status != "active" else {})}),
     }).one()
     tenant = TenantRecord(slug=slug, name=name, schema_name=schema_name, plan_name=plan_name,
                           schema_revision=revision, db_role=role, **{f: row._mapping[f] for f in _TENANT_RETURNED})
@@ -252,7 +272,7 @@ def _build_insert_records() -> Select[Any]:
                 plan_id=bindparam("plan_id"),
                 schema_revision=bindparam("revision", type_=_tenants.c.schema_revision.type),
                 db_role=bindparam("role", type_=_tenants.c.db_role.type),
-                status="active")  # explicit: Core runs no Python-side default inside a CTE
+                status=bindparam("status", type_=_tenants.c.status.type))  # explicit: no default in a CTE
         .returning(*(_tenants.c[f] for f in _TENANT_RETURNED))
         .cte("new_tenant")
     )

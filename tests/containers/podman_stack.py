@@ -5,9 +5,9 @@ every module in this directory (import helpers from here: ``from podman_stack im
 
 - ``images``: the base image (``../shared/containers/base-image.sh``: Debian bookworm and
   Python 3.11 from Debian's archive, as no registry is reachable), the stand-ins for the
-  service images (postgres and pgbouncer from ``../shared/containers``, nginx and redis
-  from ``.ci/containers``) and the API image itself (``podman build --format docker``,
-  which keeps the HEALTHCHECK).
+  service images (postgres from ``../shared/containers``; pgbouncer, nginx and redis from
+  ``.ci/containers``: the shared pgbouncer ignores the timeouts compose.yaml sets) and
+  the API image itself (``podman build --format docker``, which keeps the HEALTHCHECK).
 - ``stack``: compose.yaml with ``.ci/compose.local.yaml`` brought up by podman-compose
   under a project name of its own, in stages (podman-compose does not wait for
   ``condition: service_healthy``, and without systemd a health status changes only when
@@ -46,7 +46,7 @@ APP_IMAGE = "localhost/tenantry:local"
 #: Stand-in images: name -> build context. The names are the ones .ci/compose.local.yaml uses.
 STAND_INS = {
     "localhost/tenantry-postgres:stand-in": SHARED / "postgres",
-    "localhost/tenantry-pgbouncer:stand-in": SHARED / "pgbouncer",
+    "localhost/tenantry-pgbouncer:stand-in": ROOT / ".ci" / "containers" / "pgbouncer",
     "localhost/tenantry-nginx:stand-in": ROOT / ".ci" / "containers" / "nginx",
     "localhost/tenantry-redis:stand-in": ROOT / ".ci" / "containers" / "redis",
 }
@@ -126,9 +126,9 @@ def wait_for(what: str, probe, timeout: float, interval: float = 0.5, diagnose=N
         time.sleep(interval)
 
 
-def logs(container: str) -> str:
-    result = podman("logs", "--tail", "60", container, check=False, timeout=30)
-    return f"--- podman logs {container} ---\n{result.stdout[-4000:]}{result.stderr[-4000:]}"
+def logs(container: str, tail: int = 60, chars: int = 4000) -> str:
+    result = podman("logs", "--tail", str(tail), container, check=False, timeout=30)
+    return f"--- podman logs {container} ---\n{result.stdout[-chars:]}{result.stderr[-chars:]}"
 
 
 def running(container: str) -> bool:
@@ -239,10 +239,10 @@ class Stack:
                                  f"{result.stdout[-2000:]}{result.stderr[-3000:]}")
         return result
 
-    def psql(self, sql: str, timeout: float = 60) -> str:
-        """Run ``sql`` in the stack's PostgreSQL (database tenantry, as tenantry); its rows, unaligned."""
+    def psql(self, sql: str, timeout: float = 60, database: str = "tenantry") -> str:
+        """Run ``sql`` in the stack's PostgreSQL (database tenantry unless told, as tenantry); its rows, unaligned."""
         result = podman("exec", self.container("postgres"), "psql", "--no-psqlrc", "-v", "ON_ERROR_STOP=1",
-                        "-U", "tenantry", "-d", "tenantry", "-At", "-c", sql, timeout=timeout, check=False)
+                        "-U", "tenantry", "-d", database, "-At", "-c", sql, timeout=timeout, check=False)
         if result.returncode != 0:
             raise AssertionError(f"psql exited {result.returncode}: {result.stderr}")
         return result.stdout.strip()

@@ -59,7 +59,8 @@ def active_admins(engine, tenant) -> list[int]:
 
 def test_an_admin_lists_the_tenants_keys_without_secrets(client, tenant):
     [key] = listed(client, tenant).values()
-    assert set(key) == {"id", "prefix", "name", "role", "created_at", "last_used_at", "revoked_at"}
+    assert set(key) == {"id", "prefix", "name", "role", "created_at", "last_used_at", "revoked_at",
+                        "created_by_member_id"}
     assert key["prefix"] == tenant.token.split("_")[1]
     assert (key["role"], key["name"], key["revoked_at"]) == ("admin", None, None)
 

@@ -333,7 +333,7 @@ def test_check_citus_flags_what_would_break_a_schema_on_citus(citus, make_tenant
         # The stream's head, built aside: nothing breaks, and the identity columns are noted.
         assert report["head"]["problems"] == []
         [note] = report["head"]["notes"]
-        assert note.startswith("citus: identity column(s) audit_events.id, repositories.id")
+        assert note.startswith("citus: identity column(s) audit_events.id, invitations.id, members.id, repositories.id")
         # Without --citus, none of this is looked at (the by-hand table is drift of its own).
         plain = json.loads(runner.invoke(args=["tenants", "check", "--json", "--tenant", clean.slug]).stdout)
         assert plain["drifted"] == [] and "head" not in plain

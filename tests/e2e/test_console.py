@@ -44,21 +44,6 @@ def set_cookie(response) -> str:
     return cookie
 
 
-@pytest.fixture
-def console(app):
-    """A test client from an address of its own: failed sign-ins of other tests never throttle it."""
-    client = app.test_client()
-    client.environ_base["REMOTE_ADDR"] = f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.7"
-    return client
-
-
-@pytest.fixture
-def operator(console):
-    """The console client, signed in as alice."""
-    assert sign_in(console).status_code == 303
-    return console
-
-
 # --- on and off ------------------------------------------------------------------------
 
 
@@ -325,7 +310,7 @@ def test_search_filters_and_detail(operator, make_tenant, admin_client):
 
 
 def test_keyset_pagination_follows_the_next_link(operator, make_tenant, monkeypatch):
-    from app.console import views
+    from app.console.pages import tenants as views
 
     monkeypatch.setattr(views, "PAGE_SIZE", 2)
     stem = slug("page")
@@ -335,6 +320,9 @@ def test_keyset_pagination_follows_the_next_link(operator, make_tenant, monkeypa
     link = re.search(r'rel="next" href="([^"]+)"', first).group(1).replace("&amp;", "&")
     second = operator.get(link).get_data(as_text=True)
     assert slugs[2] in second and slugs[0] not in second
+    assert "First page" not in first and 'rel="next"' not in second
+    back = re.search(r'<a href="([^"]+)">First page</a>', second).group(1).replace("&amp;", "&")
+    assert back == f"/console/tenants?q={stem}"  # the search kept, the cursor gone
 
 
 def test_suspend_and_resume_go_through_the_core_audited_as_the_operator(operator, tenant, tenant_client,

@@ -6,6 +6,7 @@ moment: after the view, before the unit of work ends; and in the middle of onboa
 
 from __future__ import annotations
 
+import socket
 import textwrap
 import threading
 import time
@@ -14,6 +15,7 @@ from sqlalchemy import text
 
 from app.extensions import db
 from app.tenancy.migrations import default_location, head_revision
+from app.testing import assert_problem
 
 
 def _terminate(engine, pid: int) -> None:
@@ -100,3 +102,44 @@ def test_onboarding_that_loses_its_connection_is_503_and_creates_nothing(make_ap
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM public.tenants WHERE slug = 'cut_off'")).scalar() == 0
         assert conn.execute(text("SELECT count(*) FROM pg_namespace WHERE nspname = 't_cut_off'")).scalar() == 0
+
+
+def test_a_database_that_accepts_and_never_answers_costs_a_503_after_the_connect_timeout(make_app):
+    """A server that takes the TCP connection and says nothing (a hung PgBouncer, a black-holed
+    route): the request fails after DB_CONNECT_TIMEOUT, not psycopg's 130 s."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])  # never a byte back
+            except OSError:
+                continue
+
+    acceptor = threading.Thread(target=accept)
+    acceptor.start()
+    try:
+        port = listener.getsockname()[1]
+        silent = make_app(database_url=f"postgresql://nobody@127.0.0.1:{port}/none", DB_CONNECT_TIMEOUT=1)
+        started = time.monotonic()
+        answered: list = []
+        asker = threading.Thread(target=lambda: answered.append(
+            silent.test_client().get("/v1/tenant", headers={"Authorization": "Bearer tnt_0123456789ab_x"})))
+        asker.daemon = True
+        asker.start()
+        asker.join(20)
+        elapsed = time.monotonic() - started
+        assert answered, "the request was still waiting after 20 s"
+        assert_problem(answered[0], 503, "database-unavailable")
+        assert elapsed < 10, elapsed
+    finally:
+        stop.set()
+        acceptor.join()
+        for conn in held:
+            conn.close()
+        listener.close()

@@ -218,6 +218,17 @@ def test_metrics_report_provisioning_and_the_last_fanout_run(app, client, engine
     assert value(body, "tenantry_fanout_last_run_finished_timestamp_seconds") > 0
     assert value(body, "tenantry_tenant_schemas_behind_head") == 0
 
+    admin = app.test_client()  # a suspension writes a billing event: the backlog gauges show it
+    assert admin.patch("/v1/admin/tenants/obs_metrics", json={"status": "suspended"},
+                       headers={"Authorization": f"Bearer {app.config['ADMIN_TOKEN']}"}).status_code == 200
+    body = client.get("/metrics").get_data(as_text=True)
+    with engine.connect() as conn:
+        waiting, oldest = conn.execute(text("SELECT count(*), min(occurred_at) FROM public.billing_events"
+                                            " WHERE acked_at IS NULL")).one()
+    assert waiting >= 1
+    assert value(body, "tenantry_billing_events_unacknowledged") == waiting
+    assert value(body, "tenantry_billing_oldest_unacknowledged_timestamp_seconds") == oldest.timestamp()
+
 
 def test_metrics_can_want_a_token_or_be_switched_off(make_app):
     guarded = make_app(METRICS_TOKEN="scrape-secret-0123").test_client()

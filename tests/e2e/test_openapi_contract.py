@@ -87,10 +87,10 @@ def test_requests_and_responses_have_models_of_their_own(spec):
     assert set(schemas["Repository"]["required"]) == set(schemas["Repository"]["properties"])
     assert set(schemas["RepositoryPage"]["required"]) == {"items", "next_cursor"}
     assert "token" in schemas["IssuedKey"]["required"] and "api_key" in schemas["TenantCreated"]["required"]
-    optional = {"Ready": {"cluster"}, "ReadyRateLimits": {"detail"}, "ConflictProblem": {"errors"},
-                "PaginationMetadata": None}
+    optional = {"Ready": {"cluster"}, "ReadyRateLimits": {"detail"}, "ReadyUsage": {"detail"},
+                "ConflictProblem": {"errors"}, "PaginationMetadata": None}
     for name, schema in schemas.items():
-        if name.endswith(("Create", "Update")) or name in {"Move", "PaginationMetadata"}:
+        if name.endswith(("Create", "Update")) or name in {"Move", "InvitationAccept", "Claim", "PaginationMetadata"}:
             continue  # request bodies, and flask-smorest's unused pagination component
         assert set(schema["properties"]) - set(schema.get("required", ())) == (optional.get(name) or set()), name
 
@@ -124,7 +124,7 @@ def test_every_error_status_has_a_problem_schema_of_its_own(spec):
     assert {"quota", "limit", "usage"} <= set(schemas["QuotaProblem"]["required"])
     create_403 = spec["paths"]["/v1/repositories"]["post"]["responses"]["403"]["content"][PROBLEM]["schema"]
     assert [ref["$ref"].rsplit("/", 1)[1] for ref in create_403["oneOf"]] == [
-        "ForbiddenProblem", "TenantSuspendedProblem", "QuotaProblem"]
+        "ForbiddenProblem", "TenantSuspendedProblem", "TenantPendingProblem", "QuotaProblem"]
 
 
 def test_an_empty_cursor_is_the_first_page(tenant_client, admin_client):

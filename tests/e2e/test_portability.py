@@ -160,7 +160,8 @@ def test_export_import_round_trip_keeps_ids_fields_timestamps_and_new_ids_do_not
     path = Path(summary["output"])
     assert path.parent == tmp_path and path.name.startswith(f"source_co-{HEAD}-") and path.suffixes[-2:] == [
         ".jsonl", ".gz"]
-    assert summary["rows"] == {"audit_events": 11, "repositories": 5}  # 6 created, 1 updated, 1 deleted, 3 by hand
+    # audit events: 6 created, 1 updated, 1 deleted, 3 by hand
+    assert summary["rows"] == {"audit_events": 11, "invitations": 0, "members": 0, "repositories": 5}
     assert list(tmp_path.glob(".*partial")) == []
 
     imported = cli(app, "tenants", "import", str(path), "--slug", "copy_co", "--json")
@@ -220,7 +221,7 @@ def test_the_file_is_documented_json_lines_and_can_go_through_stdout(app, engine
     assert repositories["primary_key"] == ["id"] and repositories["sequences"] == {"id": 3}
     assert set(rows[0]) == {"table", "row"}
     assert [r["row"]["id"] for r in rows if r["table"] == "repositories"] == [1, 2]
-    assert end == {"end": True, "rows": {"audit_events": 2, "repositories": 2}}
+    assert end == {"end": True, "rows": {"audit_events": 2, "invitations": 0, "members": 0, "repositories": 2}}
 
     piped = cli(app, "tenants", "export", slug, "--output", "-")
     assert piped.exit_code == 0, piped.stderr
@@ -265,7 +266,7 @@ def test_export_is_one_snapshot_and_misses_writes_committed_while_it_runs(app, e
     lines = [json.loads(line) for line in gzip.decompress(sink.getvalue()).decode().splitlines()]
     assert [r["row"]["name"] for r in lines if r.get("table") == "repositories"] == ["repo-0", "repo-1"]
     assert [r["row"]["id"] for r in lines if r.get("table") == "audit_events"] == [1, 2]
-    assert result.rows == lines[-1]["rows"] == {"audit_events": 2, "repositories": 2}
+    assert result.rows == lines[-1]["rows"] == {"audit_events": 2, "invitations": 0, "members": 0, "repositories": 2}
 
 
 def test_export_streams_rows_through_a_server_side_cursor(app, engine, source):
@@ -281,7 +282,7 @@ def test_export_streams_rows_through_a_server_side_cursor(app, engine, source):
         portability.export_tenant(engine, slug, io.BytesIO())
     finally:
         event.remove(engine, "before_cursor_execute", seen)
-    assert cursors == ["ServerCursor", "ServerCursor"]  # one per table, rows fetched in batches
+    assert cursors == ["ServerCursor"] * 4  # one per table, rows fetched in batches
 
 
 def test_export_waits_for_the_tenants_lock_and_its_snapshot_starts_after_it(app, engine, source):
@@ -313,34 +314,36 @@ def test_export_waits_for_the_tenants_lock_and_its_snapshot_starts_after_it(app,
 
 
 def older_file(path: Path, keep_audit_events: bool = False) -> Path:
-    """The export as a t0001 tenant would have written it: no audit_events table (t0002 added it)."""
+    """The export as a t0001 tenant would have written it: no audit_events table (t0002 added it),
+    no members or invitations (t0003)."""
     header, *rows, end = read_lines(path)
     header["schema_revision"] = "t0001"
-    if not keep_audit_events:
-        header["tables"] = [t for t in header["tables"] if t["name"] != "audit_events"]
-        rows = [r for r in rows if r["table"] != "audit_events"]
-        del end["rows"]["audit_events"]
+    newer = {"members", "invitations"} | (set() if keep_audit_events else {"audit_events"})
+    header["tables"] = [t for t in header["tables"] if t["name"] not in newer]
+    rows = [r for r in rows if r["table"] not in newer]
+    for name in newer:
+        end["rows"].pop(name, None)
     return write_lines(path.with_name("older.jsonl.gz"), [header, *rows, end])
 
 
 def test_an_older_revision_is_refused_without_migrate_and_migrated_after_loading_with_it(
     app, engine, source, leftovers
 ):
-    assert HEAD == "t0002", "older_file() builds t0001 files; update it with the new revision"
+    assert HEAD == "t0003", "older_file() builds t0001 files; update it with the new revision"
     slug, _, path = source()
     older = older_file(path)
 
     refused = cli(app, "tenants", "import", str(older), "--slug", "older_co")
     assert refused.exit_code == 1
     assert refused.stderr.strip() == (
-        "error: the file is at schema revision 't0001', not the head 't0002'; pass --migrate "
-        "to load it at 't0001' and migrate it to 't0002' in the same transaction")
+        "error: the file is at schema revision 't0001', not the head 't0003'; pass --migrate "
+        "to load it at 't0001' and migrate it to 't0003' in the same transaction")
     assert leftovers("older_co") == NOTHING
 
     migrated = cli(app, "tenants", "import", str(older), "--slug", "older_co", "--migrate", "--json")
     assert migrated.exit_code == 0, migrated.output
     result = json.loads(migrated.stdout)
-    assert result["migrated_from"] == "t0001" and result["tenant"]["schema_revision"] == "t0002"
+    assert result["migrated_from"] == "t0001" and result["tenant"]["schema_revision"] == "t0003"
     assert result["rows"] == {"repositories": 3}
     assert table_rows(engine, "t_older_co", "repositories") == table_rows(engine, f"t_{slug}", "repositories")
     assert table_rows(engine, "t_older_co", "audit_events") == []
@@ -348,7 +351,7 @@ def test_an_older_revision_is_refused_without_migrate_and_migrated_after_loading
     assert check.exit_code == 0, check.output
     events = platform_events(engine, "older_co")
     assert [(e[0], e[2]["after"]["schema_revision"]) for e in events] == [
-        ("tenant.provisioned", "t0001"), ("tenant.imported", "t0002")]
+        ("tenant.provisioned", "t0001"), ("tenant.imported", "t0003")]
 
 
 def test_a_table_its_revision_does_not_have_is_refused_even_with_migrate(app, engine, source, leftovers):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-import uuid
 
 import pytest
 from sqlalchemy import text
@@ -13,9 +12,7 @@ from sqlalchemy import text
 from app.models.public import Tenant
 from app.tenancy import api_keys
 from app.testing import assert_problem
-from tests.stack import redis_answers
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
+from tests.stack import REDIS_URL
 
 
 def get(client, tenant_or_token, path: str = "/v1/repositories"):
@@ -111,21 +108,6 @@ def logged(caplog, event: str) -> bool:
     """Whether a record with this ``event`` was logged during the test."""
     return any(getattr(record, "event", None) == event for record in caplog.records)
 
-
-
-@pytest.fixture
-def redis_prefix() -> str:
-    if not redis_answers():
-        pytest.skip("no Redis answers on 127.0.0.1:6379, so the shared-storage test cannot run")
-    import redis
-
-    prefix = f"tenantry-test-{uuid.uuid4().hex[:12]}"
-    yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"*{prefix}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 def test_redis_counters_are_shared_by_every_process(make_app, make_plan, make_tenant, redis_prefix):

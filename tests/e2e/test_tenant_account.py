@@ -21,14 +21,18 @@ def test_the_callers_tenant_plan_and_usage(client, make_tenant):
     assert client.post("/v1/repositories", json=repo(1), headers=t.auth).status_code == 201
     response = client.get("/v1/tenant", headers=t.auth)
     assert response.status_code == 200
-    assert response.json == {
+    body = response.json
+    requests = body["usage"].pop("api_requests_this_month")  # as flushed: see test_usage.py
+    assert requests["limit"] == 10_000 and 0 <= requests["used"] <= 3
+    assert body == {
         "slug": "acme_co",
         "name": "Acme Co.",
         "status": "active",
-        "plan": {"name": "free", "max_repositories": 5, "rate_limit_per_minute": 60, "monthly_price_cents": 0},
+        "plan": {"name": "free", "max_repositories": 5, "rate_limit_per_minute": 60,
+                 "max_api_requests_per_month": 10_000, "monthly_price_cents": 0},
         "usage": {"repositories": {"used": 1, "limit": 5}},
     }
-    assert client.get("/v1/tenant", headers=other.auth).json["usage"] == {"repositories": {"used": 3, "limit": 5}}
+    assert client.get("/v1/tenant", headers=other.auth).json["usage"]["repositories"] == {"used": 3, "limit": 5}
 
 
 def test_usage_follows_creates_deletes_and_plan_changes(client, admin_client, make_plan, make_tenant):
@@ -40,7 +44,8 @@ def test_usage_follows_creates_deletes_and_plan_changes(client, admin_client, ma
         return {"plan": body["plan"], **body["usage"]["repositories"]}
 
     assert shown() == {"plan": {"name": plan, "max_repositories": 2, "rate_limit_per_minute": None,
-                                "monthly_price_cents": 1500}, "used": 0, "limit": 2}
+                                "max_api_requests_per_month": None, "monthly_price_cents": 1500},
+                       "used": 0, "limit": 2}
     created = client.post("/v1/repositories", json=repo(7), headers=t.auth).json
     assert (shown()["used"], shown()["limit"]) == (1, 2)
     admin_client.patch(f"/v1/admin/plans/{plan}", json={"max_repositories": None})

@@ -63,7 +63,7 @@ def test_provisioning_creates_schema_tables_row_and_a_hashed_key(app, engine):
     result = provision(app, "acme", plan="pro")
     state = catalog(engine, "acme")
     assert state["schema"] == [("t_acme",)]
-    assert state["tables"] == ["alembic_version", "audit_events", "repositories"]
+    assert state["tables"] == ["alembic_version", "audit_events", "invitations", "members", "repositories"]
     assert state["tenant"] == [("acme", "t_acme", head_revision())]
     [(role, prefix, secret_hash)] = state["keys"]
     token = result.admin_key.token

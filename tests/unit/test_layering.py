@@ -25,7 +25,7 @@ APP = Path(app.__file__).parent
 #: Bottom first. A name is a top-level module or package of app/ ("app" is app/__init__.py).
 LAYERS = (
     # No import of app/ at all: settings, plain helpers, the models, the two Alembic runners.
-    ("app.config", "app.pagination", "app.models", "app.embedded", "app.public_migrations"),
+    ("app.config", "app.pagination", "app.backoff", "app.models", "app.embedded", "app.public_migrations"),
     # The core: plain values and a session in, domain objects and TenancyError out.
     ("app.tenancy",),
     # What sits on the core: extension objects, logging and metrics, tenant-data services, schemas.
