@@ -78,11 +78,16 @@ control_socket_disable = True
 
 
 def when_ready(server):  # noqa: ANN001, ANN201 - gunicorn's hook signature
-    """Once, from the master: warnings about a database not migrated, rate limits counted apart."""
-    from app.http_server import warn_if_public_schema_behind, warn_if_rate_limits_per_process
+    """Once, from the master: warnings about a database not migrated, limits counted apart."""
+    from app.http_server import (
+        warn_if_public_schema_behind,
+        warn_if_rate_limits_per_process,
+        warn_if_usage_per_process,
+    )
 
     warn_if_public_schema_behind(server.log)
     warn_if_rate_limits_per_process(server.log, server.cfg.workers)
+    warn_if_usage_per_process(server.log, server.cfg.workers)
 
 
 def post_worker_init(worker):  # noqa: ANN001, ANN201, ARG001 - gunicorn's hook signature

@@ -10,7 +10,8 @@ offending input, which is the attacker's text, and is logged by gunicorn instead
 
 At start (``when_ready``), the master says once what would otherwise be found out the
 hard way: that the database is not migrated (:func:`warn_if_public_schema_behind`), or
-that several workers count rate limits apart (:func:`warn_if_rate_limits_per_process`).
+that several workers count rate limits (:func:`warn_if_rate_limits_per_process`) or
+monthly usage (:func:`warn_if_usage_per_process`) apart.
 
 In the shipped stack nginx sees each request first and answers the same way
 (deploy/nginx.conf); this covers gunicorn exposed directly (development, or a platform
@@ -96,3 +97,15 @@ def warn_if_rate_limits_per_process(log: Any, workers: int) -> None:  # noqa: AN
         log.warning("rate limits are counted per worker process (RATELIMIT_STORAGE_URI=memory://): with %d "
                     "workers a tenant can make up to %d times its plan's rate a minute, more as workers "
                     "restart; set RATELIMIT_STORAGE_URI to a Redis URL (docs/operations.md)", workers, workers)
+
+
+def warn_if_usage_per_process(log: Any, workers: int) -> None:  # noqa: ANN401 - gunicorn's logger
+    """One warning at start when several workers would each hold monthly usage counts of their own."""
+    if os.environ.get("USAGE_METERING", "").strip().lower() in ("0", "false", "no", "off"):
+        return
+    storage = os.environ.get("USAGE_STORAGE_URI", "").strip() or "memory://"
+    if workers > 1 and storage.startswith("memory:"):
+        log.warning("monthly usage is counted per worker process (USAGE_STORAGE_URI=memory://): with %d "
+                    "workers each learns the others' counts only at their flushes (USAGE_FLUSH_SECONDS), so a "
+                    "tenant can go past its plan's monthly limit by what the others counted since; set "
+                    "USAGE_STORAGE_URI to a Redis URL for an exact limit (docs/usage.md)", workers)

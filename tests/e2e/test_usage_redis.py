@@ -123,6 +123,10 @@ def hammer(port: int, token: str, threads: int, per_thread: int, keep_alive: boo
     return outcomes
 
 
+#: What gunicorn's master logs at start when several workers count usage in memory.
+WARNING = "monthly usage is counted per worker process"
+
+
 def test_the_monthly_limit_is_exact_across_worker_processes(make_plan, make_tenant, engine,
                                                            tenantry_database_url, tmp_path, prefix):
     """304 requests from 8 clients over 3 workers against a limit of 100: exactly 100 served.
@@ -139,6 +143,7 @@ def test_the_monthly_limit_is_exact_across_worker_processes(make_plan, make_tena
     assert total(prefix, t) == 100
     assert counted(engine, t) == 100  # flushed while serving, and by each worker's graceful stop
     assert dirty(prefix) == {}
+    assert WARNING not in server.log.read_text()
 
 
 def test_memory_mode_lets_more_through_across_worker_processes(make_plan, make_tenant,
@@ -153,6 +158,7 @@ def test_memory_mode_lets_more_through_across_worker_processes(make_plan, make_t
                   USAGE_FLUSH_SECONDS="60") as server:
         outcomes = hammer(server.port, t.token, threads=8, per_thread=38, keep_alive=False)
     assert outcomes[200] > 100, outcomes
+    assert WARNING in server.log.read_text()  # gunicorn's master said so at start
 
 
 def test_a_killed_worker_loses_nothing_it_served(make_plan, make_tenant, engine, tenantry_database_url,
