@@ -151,14 +151,24 @@ def _jwks_url(raw: str) -> str:
     return value
 
 
+def _pem_text(raw: str) -> str:
+    """The PEM text itself, or the path of a file holding it; returns the text, unchecked.
+
+    The error names only the kind of failure: a mangled key taken for a path would
+    otherwise be echoed into the message (and the log).
+    """
+    value = raw.strip()
+    if value.startswith("-----BEGIN"):
+        return value
+    try:
+        return Path(value).expanduser().read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"is neither PEM text nor a readable PEM file ({type(exc).__name__})") from None
+
+
 def _jwt_public_key(raw: str) -> str:
     """The PEM text itself, or the path of a file holding it; returns the PEM text, checked."""
-    value = raw.strip()
-    if not value.startswith("-----BEGIN"):
-        try:
-            value = Path(value).expanduser().read_text().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"is neither PEM text nor a readable PEM file ({exc})") from None
+    value = _pem_text(raw)
     load_rsa_public_key(value)
     return value
 
@@ -179,12 +189,7 @@ def load_rsa_private_key(pem: str) -> Any:
 
 def _github_private_key(raw: str) -> str:
     """The App's private key: the PEM text itself, or the path of the .pem file GitHub gave; its text."""
-    value = raw.strip()
-    if not value.startswith("-----BEGIN"):
-        try:
-            value = Path(value).expanduser().read_text().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"is neither PEM text nor a readable PEM file ({type(exc).__name__})") from None
+    value = _pem_text(raw)
     load_rsa_private_key(value)
     return value
 

@@ -198,3 +198,12 @@ def test_the_host_hint_is_the_part_before_the_base_domain(header, hint):
 )
 def test_a_hint_names_a_slug_ignoring_case_with_hyphens_for_underscores(hint, slug, match):
     assert names(hint, slug) is match
+
+
+def test_a_private_key_that_lost_its_first_line_is_not_echoed():
+    """Taken for a file path, the key's body must not reach the message (nor the log)."""
+    body = "MIIEowIBAAKCAQEAsecretkeymaterial"
+    with pytest.raises(ConfigError, match="GITHUB_PRIVATE_KEY") as raised:
+        from_env({"GITHUB_PRIVATE_KEY": body + "\n-----END RSA PRIVATE KEY-----"})
+    assert "neither PEM text nor a readable PEM file" in str(raised.value)
+    assert "secretkeymaterial" not in str(raised.value)
