@@ -18,6 +18,12 @@ class NotFound(ServiceError):
         self.ident = ident
 
 
+def check_id(resource: str, row_id: int) -> None:
+    """Ids are bigint: one beyond that range names no row (and must not reach the server as one)."""
+    if not 0 < row_id < 2**63:
+        raise NotFound(resource, row_id)
+
+
 class Conflict(ServiceError):
     """The change collides with an existing row (a unique field)."""
 

@@ -42,7 +42,7 @@ from app.tenancy.context import TenantBinding
 from app.tenancy.errors import InvalidEmail
 from app.tenancy.members import RANK, normalise_email
 
-from .errors import Conflict, InvitationExpired, InvitationUsed, LastOwner, NotAllowed, NotFound
+from .errors import Conflict, InvitationExpired, InvitationUsed, LastOwner, NotAllowed, NotFound, check_id
 
 INVITATION_PREFIX = "tni_"
 #: What an audit event shows of a member.
@@ -80,7 +80,7 @@ def list_for_operator(session: Session, tenant: Tenant, *, limit: int = 50, curs
 
 
 def get_member(session: Session, member_id: int) -> Member:
-    _check_id(member_id)
+    check_id("member", member_id)
     member = session.get(Member, member_id)
     if member is None:
         raise NotFound("member", member_id)
@@ -245,7 +245,7 @@ def _lock(session: Session, member_id: int) -> tuple[list[int], Member]:
     Every change locks in this order (owners first), so two changes queue rather than
     deadlock; the re-read sees what a change committed meanwhile did to the target.
     """
-    _check_id(member_id)
+    check_id("member", member_id)
     owners = list(session.scalars(
         select(Member.id).where(Member.role == "owner", Member.status == "active").order_by(Member.id)
         .with_for_update()
@@ -289,8 +289,3 @@ def _action(before: dict[str, Any], changes: dict[str, Any]) -> str:
     if changes.get("role", before["role"]) != before["role"]:
         return "member.role_changed"
     return "member.updated"
-
-
-def _check_id(member_id: int) -> None:
-    if not 0 < member_id < 2**63:
-        raise NotFound("member", member_id)

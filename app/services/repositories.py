@@ -19,7 +19,7 @@ from app.pagination import Page, decode_cursor, make_page
 from app.tenancy import audit, usage
 
 from . import quotas
-from .errors import Conflict, NotFound
+from .errors import Conflict, NotFound, check_id
 
 UPDATABLE = frozenset({"owner", "name", "enabled"})
 #: What an audit event shows of a repository.
@@ -76,7 +76,7 @@ def create_repository(
 
 
 def get_repository(session: Session, repository_id: int) -> Repository:
-    _check_id(repository_id)
+    check_id("repository", repository_id)
     repository = session.get(Repository, repository_id)
     if repository is None:
         raise NotFound("repository", repository_id)
@@ -101,7 +101,7 @@ def update_repository(session: Session, repository_id: int, changes: dict[str, A
 
 
 def delete_repository(session: Session, repository_id: int) -> None:
-    _check_id(repository_id)
+    check_id("repository", repository_id)
     deleted = session.execute(
         delete(Repository).where(Repository.id == repository_id).returning(
             *(getattr(Repository, name) for name in AUDITED)
@@ -111,9 +111,3 @@ def delete_repository(session: Session, repository_id: int) -> None:
         raise NotFound("repository", repository_id)
     audit.record(session, "repository.deleted", "repository", repository_id,
                  before=dict(zip(AUDITED, deleted, strict=True)))
-
-
-def _check_id(repository_id: int) -> None:
-    """Ids are bigint: one beyond that range names no row (and must not reach the server as one)."""
-    if not 0 < repository_id < 2**63:
-        raise NotFound("repository", repository_id)
