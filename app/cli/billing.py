@@ -17,6 +17,7 @@ from flask.cli import AppGroup
 from ..extensions import db
 from ..tenancy import audit, billing, usage
 from .errors import domain_errors
+from .render import echo_rows
 
 usage_cli = AppGroup("usage", help="Metered usage: closing a month for billing.")
 billing_cli = AppGroup("billing", help="The billing outbox (public.billing_events).")
@@ -80,15 +81,13 @@ def _row(event: billing.Event) -> dict[str, Any]:
 def billing_events(after: int, limit: int, as_json: bool) -> None:
     """The outbox's events after --after, oldest first, acknowledged or not."""
     rows = [_row(e) for e in billing.events_after(db.session().connection(), after, limit)]
-    if as_json:
-        click.echo(json.dumps(rows))
-        return
-    if not rows:
-        click.echo(f"no events after {after}")
-    for row in rows:
+
+    def line(row: dict[str, Any]) -> str:
         state = "acked" if row["acknowledged"] else f"waiting ({row['attempts']} claims)"
-        click.echo(f"{row['id']:>8} {row['occurred_at'][:19]} {row['type']:<22} "
-                   f"{row['tenant_slug'] or row['tenant_id']!s:<24} {state}")
+        return (f"{row['id']:>8} {row['occurred_at'][:19]} {row['type']:<22} "
+                f"{row['tenant_slug'] or row['tenant_id']!s:<24} {state}")
+
+    echo_rows(rows, as_json, line, empty=f"no events after {after}")
 
 
 @billing_cli.command("backlog")

@@ -27,6 +27,7 @@ from ..services import github, github_sync
 from ..tenancy import audit, binding, lifecycle
 from ..tenancy.errors import TenancyError
 from .errors import domain_errors
+from .render import echo_rows
 
 github_cli = AppGroup("github", help="GitHub App webhook deliveries.")
 deliveries_cli = AppGroup("deliveries", help="The record of webhook deliveries (public.github_deliveries).")
@@ -44,14 +45,10 @@ def deliveries_list(outcome: str | None, limit: int, as_json: bool) -> None:
         "tenant_id": d.tenant_id, "received_at": d.received_at.isoformat(), "outcome": d.outcome,
         "error": d.error, "replayable": d.payload is not None,
     } for d in github.list_deliveries(db.session(), outcome=outcome, limit=limit)]
-    if as_json:
-        click.echo(json.dumps(rows))
-        return
-    if not rows:
-        click.echo("no deliveries")
-    for row in rows:
-        click.echo(f"{row['received_at'][:19]} {row['delivery_id']:<38} {row['event']}.{row['action'] or '-':<28} "
-                   f"{row['installation_id'] or '-'!s:<12} {row['outcome']:<9} {row['error'] or ''}")
+    echo_rows(rows, as_json, empty="no deliveries",
+              line=lambda row: f"{row['received_at'][:19]} {row['delivery_id']:<38} "
+                               f"{row['event']}.{row['action'] or '-':<28} {row['installation_id'] or '-'!s:<12} "
+                               f"{row['outcome']:<9} {row['error'] or ''}")
 
 
 @deliveries_cli.command("purge")

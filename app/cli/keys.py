@@ -22,6 +22,7 @@ from ..services import api_keys as operator_keys
 from ..services.api_keys import AUDITED
 from ..tenancy import api_keys, audit, directory
 from .errors import domain_errors
+from .render import echo_rows
 
 keys_cli = AppGroup("keys", help="Issue, list and revoke a tenant's API keys.")
 
@@ -82,13 +83,13 @@ def keys_list(slug: str, as_json: bool) -> None:
     tenant = directory.get_tenant(session, slug)
     keys = every_item(lambda cursor: api_keys.list_api_keys(session, tenant.id, limit=500, cursor=cursor))
     rows = [key_dict(k) for k in keys]
-    if as_json:
-        click.echo(json.dumps(rows))
-        return
-    for row in rows:
+
+    def line(row: dict[str, Any]) -> str:
         state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
-        click.echo(f"{row['id']:<8} {row['prefix']:<14} {row['role']:<8} {state:<40} "
-                   f"last used {row['last_used_at'] or 'never'}  {row['name'] or ''}".rstrip())
+        return (f"{row['id']:<8} {row['prefix']:<14} {row['role']:<8} {state:<40} "
+                f"last used {row['last_used_at'] or 'never'}  {row['name'] or ''}".rstrip())
+
+    echo_rows(rows, as_json, line)
 
 
 @keys_cli.command("revoke")

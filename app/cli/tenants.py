@@ -24,7 +24,7 @@ from ..tenancy.naming import quote_ident
 from ..tenancy.provisioning import TenantRecord, provision_tenant
 from . import cluster, fanout, github, keys, portability
 from .errors import domain_errors
-from .render import tenant_dict
+from .render import echo_rows, tenant_dict
 
 tenants_cli = AppGroup("tenants", help="Create and inspect tenants and their schemas.")
 
@@ -137,15 +137,9 @@ def tenants_delete(slug: str, yes: bool) -> None:
 def tenants_list(as_json: bool) -> None:
     """List every tenant, in slug order."""
     tenants = every_item(lambda cursor: directory.list_tenants(db.session(), limit=500, cursor=cursor))
-    rows = [tenant_dict(t) for t in tenants]
-    if as_json:
-        click.echo(json.dumps(rows))
-        return
-    if not rows:
-        click.echo("no tenants")
-    for row in rows:
-        click.echo(f"{row['slug']:<24} {row['status']:<10} {row['plan']:<12} "
-                   f"{row['schema_revision'] or '-':<12} {row['name']}")
+    echo_rows([tenant_dict(t) for t in tenants], as_json, empty="no tenants",
+              line=lambda row: f"{row['slug']:<24} {row['status']:<10} {row['plan']:<12} "
+                               f"{row['schema_revision'] or '-':<12} {row['name']}")
 
 
 @tenants_cli.command("usage")
@@ -195,14 +189,9 @@ def tenants_members(slug: str, as_json: bool) -> None:
     rows = [{"id": m.id, "email": m.email, "display_name": m.display_name, "role": m.role, "status": m.status,
              "subject": m.subject, "invited_by": m.invited_by, "created_at": m.created_at.isoformat(),
              "last_seen_at": m.last_seen_at.isoformat() if m.last_seen_at else None} for m in found]
-    if as_json:
-        click.echo(json.dumps(rows))
-        return
-    if not rows:
-        click.echo(f"{slug} has no members")
-    for row in rows:
-        click.echo(f"{row['id']:<8} {row['role']:<7} {row['status']:<9} {row['email']:<40} "
-                   f"last seen {row['last_seen_at'] or 'never'}")
+    echo_rows(rows, as_json, empty=f"{slug} has no members",
+              line=lambda row: f"{row['id']:<8} {row['role']:<7} {row['status']:<9} {row['email']:<40} "
+                               f"last seen {row['last_seen_at'] or 'never'}")
 
 
 @tenants_cli.command("revision")
