@@ -238,7 +238,7 @@ def flush(engine: Engine | None = None, *, final: bool = False) -> int:
     go back into the buffer (the next flush retries them) and the error is raised.
 
     With Redis, counters go to Redis first (they were counted while it was away), then
-    every dirty total is written (:func:`_flush_dirty`). ``final`` (the process stops):
+    every dirty total is written (:func:`flush_shared`). ``final`` (the process stops):
     what Redis does not take is added to PostgreSQL instead of kept.
     """
     engine = engine or _settings.engine
@@ -266,7 +266,7 @@ def flush(engine: Engine | None = None, *, final: bool = False) -> int:
             _BUFFER.put_back(held, {})
     written = len(counts) + len(peaks)
     if shared is not None:
-        written += _flush_dirty(shared, engine)
+        written += flush_shared(shared, engine) or 0
     return written
 
 
@@ -286,22 +286,16 @@ def _replay(shared: RedisCounts, engine: Engine, counts: dict[Key, int]) -> None
         del counts[key]
 
 
-def _flush_dirty(shared: RedisCounts, engine: Engine) -> int:
+def flush_shared(shared: RedisCounts, engine: Engine) -> int | None:
     """Write every dirty Redis total to PostgreSQL, then forget those no count changed since.
 
     Absolute totals with ``GREATEST`` in key order: any number of processes may flush at
     once, and a crash between the write and the delete writes the same totals again (no
-    double count). A field that changed meanwhile stays dirty for the next flush. Redis
-    away: nothing happens (its outage is logged once); PostgreSQL away: raised, all stays dirty.
-    """
-    return flush_shared(shared, engine) or 0
-
-
-def flush_shared(shared: RedisCounts, engine: Engine) -> int | None:
-    """:func:`_flush_dirty` for a caller that must know: the totals written, or None when Redis did not answer.
-
-    ``flask usage close-period`` calls it first, so a month is closed on every count
-    Redis holds even when no server process ran to flush it.
+    double count). A field that changed meanwhile stays dirty for the next flush.
+    Returns the totals written, or None when Redis did not answer (its outage is logged
+    once; ``flask usage close-period`` refuses then, so a month is closed on every count
+    Redis holds even when no server process ran to flush it). PostgreSQL away: raised,
+    all stays dirty.
     """
     dirty = shared.dirty()
     if dirty is None:
