@@ -49,10 +49,10 @@ from app.tenancy.errors import InvalidSlug, TenantAlreadyExists
 from app.tenancy.naming import MAX_SLUG_LENGTH, validate_slug
 from app.tenancy.provisioning import provision_in_transaction
 
+from .repositories import add_github_repository, change_repository
+
 log = logging.getLogger(__name__)
 
-#: What an audit event shows of a repository (as app.services.repositories does).
-AUDITED = ("github_repo_id", "owner", "name", "full_name", "enabled")
 #: Collisions tried before giving up on a login's slug (``acme``, ``acme_2`` … ``acme_50``).
 MAX_SLUG_SUFFIX = 50
 
@@ -500,18 +500,11 @@ def _register(session: Session, repository: Mapping[str, Any]) -> bool:
     owner, name = _owner_and_name(repository)
     row = _existing(session, repository)
     if row is None:
-        row = Repository(github_repo_id=_need(repository, "id"), owner=owner, name=name,
-                         full_name=f"{owner}/{name}", enabled=True)
-        session.add(row)
-        session.flush()  # the new row's id, for its audit event
-        audit.record(session, "repository.created", "repository", row.id, after=audit.snapshot(row, AUDITED))
+        add_github_repository(session, _need(repository, "id"), owner, name)
         return True
     if row.enabled:
         return False
-    before = audit.snapshot(row, AUDITED)
-    row.enabled, row.owner, row.name, row.full_name = True, owner, name, f"{owner}/{name}"
-    audit.record(session, "repository.enabled", "repository", row.id, before=before,
-                 after=audit.snapshot(row, AUDITED))
+    change_repository(session, row, "repository.enabled", enabled=True, owner=owner, name=name)
     return True
 
 
@@ -519,10 +512,7 @@ def _disable(session: Session, repository: Mapping[str, Any]) -> bool:
     row = _existing(session, repository)
     if row is None or not row.enabled:
         return False
-    before = audit.snapshot(row, AUDITED)
-    row.enabled = False
-    audit.record(session, "repository.disabled", "repository", row.id, before=before,
-                 after=audit.snapshot(row, AUDITED))
+    change_repository(session, row, "repository.disabled", enabled=False)
     return True
 
 
@@ -532,10 +522,7 @@ def _follow(session: Session, repository: Mapping[str, Any]) -> bool:
     name = str(_need(repository, "name"))
     if row is None or (row.owner, row.name) == (owner, name):
         return False
-    before = audit.snapshot(row, AUDITED)
-    row.owner, row.name, row.full_name = owner, name, f"{owner}/{name}"
-    audit.record(session, "repository.updated", "repository", row.id, before=before,
-                 after=audit.snapshot(row, AUDITED))
+    change_repository(session, row, "repository.updated", owner=owner, name=name)
     return True
 
 

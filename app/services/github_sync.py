@@ -48,7 +48,7 @@ from app.tenancy.binding import tenant_scope
 from app.tenancy.context import TenantBinding
 from app.tenancy.errors import TenantNotFound
 
-from .github import AUDITED
+from .repositories import add_github_repository, change_repository
 
 log = logging.getLogger(__name__)
 
@@ -227,34 +227,18 @@ def _reconcile(
         for repo_id, repository in wanted.items():
             row = rows.get(repo_id)
             if row is None:
-                _register(session, repository)
+                add_github_repository(session, repository.github_repo_id, repository.owner, repository.name)
                 report.registered += 1
             elif not row.enabled or (row.owner, row.name) != (repository.owner, repository.name):
                 report.registered += not row.enabled
                 report.updated += row.enabled
-                _change(session, row, "repository.enabled" if not row.enabled else "repository.updated",
-                        enabled=True, owner=repository.owner, name=repository.name)
+                change_repository(session, row, "repository.enabled" if not row.enabled else "repository.updated",
+                                  enabled=True, owner=repository.owner, name=repository.name)
         for repo_id, row in rows.items():
             if repo_id not in wanted and row.enabled:
-                _change(session, row, "repository.disabled", enabled=False)
+                change_repository(session, row, "repository.disabled", enabled=False)
                 report.deactivated += 1
         session.flush()
-
-
-def _register(session: Session, repository: RemoteRepository) -> None:
-    row = Repository(github_repo_id=repository.github_repo_id, owner=repository.owner, name=repository.name,
-                     full_name=f"{repository.owner}/{repository.name}", enabled=True)
-    session.add(row)
-    session.flush()  # the new row's id, for its audit event
-    audit.record(session, "repository.created", "repository", row.id, after=audit.snapshot(row, AUDITED))
-
-
-def _change(session: Session, row: Repository, action: str, **values: Any) -> None:
-    before = audit.snapshot(row, AUDITED)
-    for name, value in values.items():
-        setattr(row, name, value)
-    row.full_name = f"{row.owner}/{row.name}"
-    audit.record(session, action, "repository", row.id, before=before, after=audit.snapshot(row, AUDITED))
 
 
 def tenants_to_sync(session: Session) -> list[str]:

@@ -89,15 +89,35 @@ def update_repository(session: Session, repository_id: int, changes: dict[str, A
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
     repository = get_repository(session, repository_id)
-    before = audit.snapshot(repository, AUDITED)
-    for field, value in changes.items():
-        setattr(repository, field, value)
-    repository.full_name = f"{repository.owner}/{repository.name}"
-    audit.record(session, "repository.updated", "repository", repository_id,
-                 before=before, after=audit.snapshot(repository, AUDITED))
+    change_repository(session, repository, "repository.updated", **changes)
     session.flush()  # server-side updated_at for the response
     session.refresh(repository, ["updated_at"])
     return repository
+
+
+def add_github_repository(session: Session, github_repo_id: int, owner: str, name: str) -> Repository:
+    """A repository GitHub reported for the tenant's installation: inserted enabled, audited.
+
+    No quota check and no conflict handling, unlike :func:`create_repository`: the
+    installation decides what is there, and the caller has looked the id up under lock.
+    """
+    repository = Repository(github_repo_id=github_repo_id, owner=owner, name=name,
+                            full_name=f"{owner}/{name}", enabled=True)
+    session.add(repository)
+    session.flush()  # the new row's id, for its audit event
+    audit.record(session, "repository.created", "repository", repository.id,
+                 after=audit.snapshot(repository, AUDITED))
+    return repository
+
+
+def change_repository(session: Session, repository: Repository, action: str, **values: Any) -> None:
+    """Set ``values`` on ``repository`` (full_name follows owner/name) and audit the change as ``action``."""
+    before = audit.snapshot(repository, AUDITED)
+    for field, value in values.items():
+        setattr(repository, field, value)
+    repository.full_name = f"{repository.owner}/{repository.name}"
+    audit.record(session, action, "repository", repository.id,
+                 before=before, after=audit.snapshot(repository, AUDITED))
 
 
 def delete_repository(session: Session, repository_id: int) -> None:
