@@ -9,7 +9,7 @@ its idempotency key (``usage.period_closed:<tenant id>:<YYYY-MM>``) is unique, s
 it again, or on every node at once, adds nothing.
 
 **Order.** Every insert first takes one transaction-level advisory lock
-(:data:`BILLING_LOCK`), held until COMMIT: event ids are given out in the order their
+(:func:`.locks.lock_billing_outbox`), held until COMMIT: event ids are given out in the order their
 transactions commit, so a reader that saw id N never later finds a smaller id committed
 after it. That is what makes ``GET /v1/admin/billing-events?after=<id>`` a stream a
 poller cannot fall behind in. The price is that billing changes commit one at a time;
@@ -38,12 +38,9 @@ from sqlalchemy.orm import Session
 
 from app.models.public import BillingEvent, Plan, Tenant
 
-from . import usage
+from . import locks, usage
 from .audit import current_actor
 from .errors import PeriodStillOpen
-
-#: classid/objid of the outbox lock ("TB"): every billing-event insert holds it until COMMIT.
-BILLING_LOCK = (0x5442, 1)
 
 PLAN_CHANGED = "tenant.plan_changed"
 PERIOD_CLOSED = "usage.period_closed"
@@ -60,18 +57,13 @@ MAX_LEASE_SECONDS = 3600
 _TABLE: Table = BillingEvent.__table__  # type: ignore[assignment]  # a Table, typed as FromClause
 
 
-def _lock(connection: Connection) -> None:
-    connection.exec_driver_sql("SELECT pg_advisory_xact_lock(%(c)s, %(o)s)",
-                               {"c": BILLING_LOCK[0], "o": BILLING_LOCK[1]})
-
-
 def record(session: Session, event_type: str, tenant_id: int, tenant_slug: str, data: Mapping[str, Any]) -> None:
     """Add one event to the outbox in the session's transaction (see the module's docstring).
 
     Call it last in the transaction: the outbox lock it takes is held until COMMIT.
     """
     connection = session.connection()
-    _lock(connection)
+    locks.lock_billing_outbox(connection)
     connection.execute(insert(_TABLE).values(
         idempotency_key=f"{event_type}:{tenant_id}:{uuid.uuid4()}", type=event_type,
         tenant_id=tenant_id, tenant_slug=tenant_slug, data={**data, "actor": current_actor().label},
@@ -145,7 +137,7 @@ def close_period(session: Session, period: date, grace_seconds: int) -> ClosedPe
                  "metrics": counts.get(tenant_id, {}), "actor": actor},
     } for tenant_id, facts in sorted(billed.items())]
     connection = session.connection()
-    _lock(connection)
+    locks.lock_billing_outbox(connection)
     # One statement and one parameter (a JSON array the server expands), not a parameter
     # per value: 10,000 tenants are 50,000 values, which the driver would parse into the text.
     created = len(connection.execute(_CLOSE, {"rows": rows}).all()) if rows else 0

@@ -55,6 +55,18 @@ def lock_installation(connection: Connection, installation_id: int) -> None:
     )
 
 
+#: classid/objid of the billing outbox lock ("TB"): every billing-event insert holds it
+#: until COMMIT, so event ids are given out in commit order (app.tenancy.billing).
+BILLING_LOCK = (0x5442, 1)
+
+
+def lock_billing_outbox(connection: Connection) -> None:
+    """Wait for, then hold until the transaction ends, the billing outbox's lock."""
+    connection.exec_driver_sql(
+        "SELECT pg_advisory_xact_lock(%(c)s, %(o)s)", {"c": BILLING_LOCK[0], "o": BILLING_LOCK[1]}
+    )
+
+
 #: classid of the fan-out lock ("TF"), apart from per-tenant locks so no slug can collide.
 FANOUT_LOCK = (0x5446, 1)
 
