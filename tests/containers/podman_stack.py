@@ -22,6 +22,7 @@ what is missing; under CI (``CI`` set) they fail instead: .ci/run installs every
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import os
 import secrets
@@ -85,6 +86,21 @@ def podman(*args: str, timeout: float = 120, check: bool = True, env: dict[str, 
     if check and result.returncode != 0:
         raise AssertionError(f"podman {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result
+
+
+def free_network() -> str:
+    """The first three octets of a /24 in 10.89.200-254 that no podman network has.
+
+    .ci/compose.local.yaml gives the stack's network this subnet, so that its services can
+    name the network's own resolver (the gateway, .1) as their only nameserver.
+    """
+    names = podman("network", "ls", "--quiet").stdout.split()
+    networks = json.loads(podman("network", "inspect", *names).stdout) if names else []
+    used = [ipaddress.ip_network(subnet["subnet"]) for network in networks for subnet in network.get("subnets") or []]
+    for third in range(200, 255):
+        if not any(ipaddress.ip_network(f"10.89.{third}.0/24").overlaps(other) for other in used):
+            return f"10.89.{third}"
+    raise AssertionError(f"no free 10.89.200-254 subnet for the stack's network; podman has {sorted(map(str, used))}")
 
 
 def free_port() -> int:
@@ -293,7 +309,7 @@ def stack(images: Images) -> Iterator[Stack]:
     admin_token = secrets.token_urlsafe(24)
     postgres_password = secrets.token_hex(16)  # goes into URLs: letters and digits only
     env.update(POSTGRES_PASSWORD=postgres_password, ADMIN_TOKEN=admin_token, TENANTRY_PORT=str(port),
-               SECRET_KEY=secrets.token_urlsafe(32))
+               SECRET_KEY=secrets.token_urlsafe(32), TENANTRY_CI_NET=free_network())
     # No pod: in one, every container would share one network namespace, and app and
     # proxy both listen on 8000.
     cmd = [compose, "--in-pod", "false", "-p", project, "-f", str(ROOT / "compose.yaml"), "-f", str(LOCAL_COMPOSE)]
