@@ -53,6 +53,7 @@ from app.tenancy.errors import (
     TenantPending,
     TenantSuspended,
     UnknownPlan,
+    public_table_missing,
 )
 from app.tenancy.jwt_tokens import KeysUnavailable
 
@@ -79,7 +80,6 @@ INTERNAL = ProblemType(500, "internal-error", "Internal server error", public_de
 DATABASE_UNAVAILABLE = ProblemType(503, "database-unavailable", "Database unavailable", public_detail=False)
 NOT_MIGRATED = ProblemType(503, "database-not-migrated", "Database not migrated")
 
-_UNDEFINED_TABLE = "42P01"
 
 ERRORS: dict[type[BaseException], ProblemType] = {
     InvalidSlug: VALIDATION,
@@ -227,24 +227,6 @@ def handle_http_exception(exc: HTTPException) -> Response:
         errors=errors,
         headers=headers,
     )
-
-
-def public_table_missing(exc: BaseException) -> str | None:
-    """When ``exc`` is a missing public table: why, and the command that fixes it.
-
-    Before ``flask db upgrade`` every request fails on a missing public table; that is an
-    operator's step left out (503, naming it), not a bug. Public tables are always named
-    with their schema (``public.api_keys``), tenant tables never are, so the message
-    tells them apart: no query here, on a path where the request's own connection is
-    still held (a second one could wait forever behind a pooler of one connection).
-    """
-    orig = getattr(exc, "orig", None)
-    if getattr(orig, "sqlstate", None) != _UNDEFINED_TABLE:
-        return None
-    message = getattr(getattr(orig, "diag", None), "message_primary", None) or str(orig)
-    if '"public.' not in message:
-        return None  # a tenant table: a bug or a tenant schema behind, not this
-    return f"The database is not migrated ({message}): run `flask db upgrade`."
 
 
 def handle_exception(exc: Exception) -> Response:

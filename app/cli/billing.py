@@ -12,15 +12,14 @@ from typing import Any
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
 
 from ..extensions import db
 from ..tenancy import audit, billing, usage
-from .errors import domain_errors
+from .errors import CommandGroup, domain_errors
 from .render import echo_rows
 
-usage_cli = AppGroup("usage", help="Metered usage: closing a month for billing.")
-billing_cli = AppGroup("billing", help="The billing outbox (public.billing_events).")
+usage_cli = CommandGroup("usage", help="Metered usage: closing a month for billing.")
+billing_cli = CommandGroup("billing", help="The billing outbox (public.billing_events).")
 
 
 @usage_cli.command("close-period")

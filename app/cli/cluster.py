@@ -12,14 +12,14 @@ import json
 import sys
 
 import click
-from flask.cli import AppGroup, with_appcontext
+from flask.cli import with_appcontext
 
 from ..extensions import db
 from ..tenancy import audit, cluster, placement
 from ..tenancy.errors import PlacementRefused
-from .errors import domain_errors
+from .errors import CommandGroup, domain_errors
 
-cluster_cli = AppGroup("cluster", help="Citus: nodes, tenant placement, rebalancing, draining, adoption.")
+cluster_cli = CommandGroup("cluster", help="Citus: nodes, tenant placement, rebalancing, draining, adoption.")
 
 _MODE = click.option(
     "--mode", type=click.Choice(placement.MODES), default="auto", show_default=True,

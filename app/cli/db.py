@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 from alembic import command
-from flask.cli import AppGroup
 
 from .. import public_migrations
 from ..extensions import db
+from .errors import CommandGroup
 
-db_cli = AppGroup("db", help="Migrate the public schema (plans, tenants, API keys).")
+db_cli = CommandGroup("db", help="Migrate the public schema (plans, tenants, API keys).")
 
 
 @db_cli.command("upgrade")

@@ -1,4 +1,5 @@
-"""A known domain error as one line on stderr and exit status 1; anything else keeps its traceback."""
+"""Errors as one line on stderr and exit status 1: a known domain error, a database that is
+not migrated or does not answer. Anything else keeps its traceback."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from functools import wraps
 from typing import Any
 
 import click
+from flask.cli import AppGroup
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-from ..tenancy.errors import TenancyError, TenantContextError
+from ..tenancy.errors import TenancyError, TenantContextError, public_table_missing
 
 
 def domain_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -29,3 +32,37 @@ def domain_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(1)
 
     return wrapper
+
+
+class CommandGroup(AppGroup):
+    """A command group whose commands, every one, end in one line and exit status 1 when
+    the database is the problem: not migrated (run ``flask db upgrade``), or not reachable.
+
+    Those are an operator's setup, not a bug, and the API answers them with a 503 naming
+    the cause; a command printed a SQLAlchemy traceback. Caught here, around the
+    subcommand, so no command has to remember it.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:  # noqa: ANN401 - whatever the command returns
+        try:
+            return super().invoke(ctx)
+        except DBAPIError as exc:
+            message = database_failure(exc)
+            if message is None:
+                raise
+            click.echo(f"error: {message}", err=True)
+            ctx.exit(1)
+
+
+def database_failure(exc: DBAPIError) -> str | None:
+    """Why a command failed, when the database is missing its public tables or did not answer."""
+    missing = public_table_missing(exc)
+    if missing is not None:
+        return missing
+    # A client-side failure (no SQLSTATE): connecting was refused or timed out, the name
+    # did not resolve, authentication failed, or the connection dropped. libpq's text
+    # names host, port and user, never the password.
+    if isinstance(exc, OperationalError) and getattr(exc.orig, "sqlstate", None) is None:
+        text = " ".join(str(exc.orig).split())
+        return f"The database connection failed ({text}). Check DATABASE_URL and that the server is up."
+    return None

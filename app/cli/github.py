@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 from flask import current_app
-from flask.cli import AppGroup, with_appcontext
+from flask.cli import with_appcontext
 from sqlalchemy.orm import sessionmaker
 
 from ..extensions import db, tenant_roles_active
@@ -26,11 +26,11 @@ from ..models.public import DELIVERY_OUTCOMES
 from ..services import github, github_sync
 from ..tenancy import audit, binding, lifecycle
 from ..tenancy.errors import TenancyError
-from .errors import domain_errors
+from .errors import CommandGroup, domain_errors
 from .render import echo_rows
 
-github_cli = AppGroup("github", help="GitHub App webhook deliveries.")
-deliveries_cli = AppGroup("deliveries", help="The record of webhook deliveries (public.github_deliveries).")
+github_cli = CommandGroup("github", help="GitHub App webhook deliveries.")
+deliveries_cli = CommandGroup("deliveries", help="The record of webhook deliveries (public.github_deliveries).")
 github_cli.add_command(deliveries_cli)
 
 

@@ -13,7 +13,6 @@ import json
 from typing import Any
 
 import click
-from flask.cli import AppGroup
 
 from ..extensions import db
 from ..models.public import API_KEY_ROLES, ApiKey
@@ -21,10 +20,10 @@ from ..pagination import every_item
 from ..services import api_keys as operator_keys
 from ..services.api_keys import AUDITED
 from ..tenancy import api_keys, audit, directory
-from .errors import domain_errors
+from .errors import CommandGroup, domain_errors
 from .render import echo_rows
 
-keys_cli = AppGroup("keys", help="Issue, list and revoke a tenant's API keys.")
+keys_cli = CommandGroup("keys", help="Issue, list and revoke a tenant's API keys.")
 
 
 

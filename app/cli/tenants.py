@@ -14,7 +14,6 @@ from typing import Any
 import click
 from alembic import command
 from flask import current_app
-from flask.cli import AppGroup
 
 from ..extensions import db, tenant_roles_active
 from ..pagination import every_item
@@ -23,10 +22,10 @@ from ..tenancy import audit, directory, lifecycle, migrations, placement, usage
 from ..tenancy.naming import quote_ident
 from ..tenancy.provisioning import TenantRecord, provision_tenant
 from . import cluster, fanout, github, keys, portability
-from .errors import domain_errors
+from .errors import CommandGroup, domain_errors
 from .render import echo_rows, tenant_dict
 
-tenants_cli = AppGroup("tenants", help="Create and inspect tenants and their schemas.")
+tenants_cli = CommandGroup("tenants", help="Create and inspect tenants and their schemas.")
 
 
 @tenants_cli.command("create")

@@ -227,3 +227,25 @@ class PeriodStillOpen(TenancyError):
                          "usage counts may still be on their way (USAGE_CLOSE_GRACE_SECONDS).")
         self.period = period
         self.closable_at = closable_at
+
+
+_UNDEFINED_TABLE = "42P01"
+
+
+def public_table_missing(exc: BaseException) -> str | None:
+    """When ``exc`` is a missing public table: why, and the command that fixes it.
+
+    Before ``flask db upgrade`` every request and command fails on a missing public
+    table; that is an operator's step left out (the API answers 503 naming it, a command
+    exits 1 naming it), not a bug. Public tables are always named with their schema
+    (``public.api_keys``), tenant tables never are, so the message tells them apart: no
+    query here, on a path where the request's own connection is still held (a second one
+    could wait forever behind a pooler of one connection).
+    """
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) != _UNDEFINED_TABLE:
+        return None
+    message = getattr(getattr(orig, "diag", None), "message_primary", None) or str(orig)
+    if '"public.' not in message:
+        return None  # a tenant table: a bug or a tenant schema behind, not this
+    return f"The database is not migrated ({message}): run `flask db upgrade`."

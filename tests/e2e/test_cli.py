@@ -89,3 +89,54 @@ def test_a_command_prints_its_output_without_log_lines_unless_log_level_asks(ten
         assert quiet.stderr == "", quiet.stderr
     loud = flask("db", "upgrade", LOG_LEVEL="INFO")
     assert loud.returncode == 0 and " INFO " in loud.stderr, loud.stderr
+
+
+#: Commands that read the public schema first, one per command group.
+PUBLIC_READERS = (
+    ["tenants", "list"],
+    ["tenants", "status"],
+    ["tenants", "migrate"],
+    ["tenants", "keys", "list", "acme"],
+    ["billing", "events"],
+    ["usage", "close-period", "2026-11"],
+    ["github", "deliveries", "list"],
+)
+
+
+def test_commands_on_an_unmigrated_database_say_to_run_flask_db_upgrade(make_app, tenantry_database_url):
+    """Before `flask db upgrade` a command finds no public tables: one line naming the
+    command, exit 1, no traceback (the API answers the same with a 503)."""
+    from app.extensions import db
+    from app.testing import fresh_database
+
+    with fresh_database(tenantry_database_url) as url:
+        app = make_app(url)
+        runner = app.test_cli_runner()
+        for args in PUBLIC_READERS:
+            result = runner.invoke(args=args)
+            # CliRunner catches an unexpected exception too, with exit code 1: SystemExit
+            # says the command itself exited.
+            assert isinstance(result.exception, SystemExit) and result.exit_code == 1, (args, result.output)
+            [line] = result.output.splitlines()
+            assert line.startswith("error: The database is not migrated (relation \"public."), (args, line)
+            assert line.endswith("run `flask db upgrade`."), (args, line)
+        with app.app_context():  # before the database is dropped (on Citus, workers too)
+            db.engine.dispose()
+
+
+def test_commands_whose_database_connection_fails_say_why_in_one_line(make_app):
+    """Nothing listens at DATABASE_URL's port: libpq's reason in one line, exit 1, no
+    traceback and no password."""
+    import socket
+
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    app = make_app(f"postgresql://tenantry:s3cret-pw@127.0.0.1:{port}/tenantry")
+    runner = app.test_cli_runner()
+    for args in (["tenants", "list"], ["db", "current"], ["github", "deliveries", "list"]):
+        result = runner.invoke(args=args)
+        assert isinstance(result.exception, SystemExit) and result.exit_code == 1, (args, result.output)
+        [line] = result.output.splitlines()
+        assert line.startswith("error: The database connection failed (") and f"port {port} failed" in line, line
+        assert "s3cret-pw" not in line
