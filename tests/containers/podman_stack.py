@@ -91,8 +91,8 @@ def podman(*args: str, timeout: float = 120, check: bool = True, env: dict[str, 
 def free_network() -> str:
     """The first three octets of a /24 in 10.89.200-254 that no podman network has.
 
-    .ci/compose.local.yaml gives the stack's network this subnet, so that its services can
-    name the network's own resolver (the gateway, .1) as their only nameserver.
+    .ci/compose.local.yaml gives the stack's network this subnet, and its services fixed
+    addresses on it, which each finds the others by in /etc/hosts instead of podman's DNS.
     """
     names = podman("network", "ls", "--quiet").stdout.split()
     networks = json.loads(podman("network", "inspect", *names).stdout) if names else []
