@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 from flask.cli import AppGroup
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
-from ..tenancy.errors import TenancyError, TenantContextError, public_table_missing
+from ..tenancy.errors import TenancyError, TenantContextError, connection_failed, public_table_missing
 
 
 def domain_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -59,10 +59,8 @@ def database_failure(exc: DBAPIError) -> str | None:
     missing = public_table_missing(exc)
     if missing is not None:
         return missing
-    # A client-side failure (no SQLSTATE): connecting was refused or timed out, the name
-    # did not resolve, authentication failed, or the connection dropped. libpq's text
-    # names host, port and user, never the password.
-    if isinstance(exc, OperationalError) and getattr(exc.orig, "sqlstate", None) is None:
+    # libpq's text names host, port and user, never the password.
+    if connection_failed(exc):
         text = " ".join(str(exc.orig).split())
         return f"The database connection failed ({text}). Check DATABASE_URL and that the server is up."
     return None

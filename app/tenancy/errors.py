@@ -6,6 +6,8 @@ problem type in one table.
 
 from __future__ import annotations
 
+import psycopg
+
 
 class TenancyError(Exception):
     """Base of every error raised by :mod:`app.tenancy`."""
@@ -249,3 +251,14 @@ def public_table_missing(exc: BaseException) -> str | None:
     if '"public.' not in message:
         return None  # a tenant table: a bug or a tenant schema behind, not this
     return f"The database is not migrated ({message}): run `flask db upgrade`."
+
+
+def connection_failed(exc: BaseException) -> bool:
+    """A failure on the client's side of the connection: connecting was refused or timed
+    out, the host name did not resolve, authentication failed, or the connection dropped.
+
+    psycopg reports these as an OperationalError without a SQLSTATE (no server statement
+    failed); ``exc`` may be psycopg's own or SQLAlchemy's wrapper of it.
+    """
+    error = getattr(exc, "orig", exc)
+    return isinstance(error, psycopg.OperationalError) and getattr(error, "sqlstate", None) is None

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
+from .errors import connection_failed
 from .locks import LOCK_NAMESPACE
 from .naming import validate_slug
 
@@ -81,10 +81,8 @@ def failure(error: BaseException, *, lost: bool = False) -> dict[str, Any]:
     sqlstate = getattr(error, "sqlstate", None)
     return {
         "status": "failed", "error": first_line(error), "sqlstate": sqlstate,
-        # a lost or refused connection (no SQLSTATE) is worth another attempt too
-        "retryable": sqlstate in RETRYABLE_SQLSTATES or lost or (
-            sqlstate is None and isinstance(error, psycopg.OperationalError)
-        ),
+        # a lost or refused connection is worth another attempt too
+        "retryable": sqlstate in RETRYABLE_SQLSTATES or lost or connection_failed(error),
     }
 
 
